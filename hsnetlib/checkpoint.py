@@ -1,0 +1,103 @@
+"""Reading and writing checkpoints: the released ``best_model.pt`` files and our own.
+
+The official training script saves ``model.state_dict()`` of an ``nn.DataParallel``
+wrapper, so every key starts with ``module.``. Our training engine saves a dict with a
+``"model"`` entry holding the same (unprefixed) keys plus optimizer state and metadata.
+Both load through :func:`load_model_state`.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+
+def strip_module_prefix(state: dict) -> dict:
+    """Drop the ``module.`` prefix that ``nn.DataParallel`` / DDP add to every key."""
+    return {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in state.items()}
+
+
+def model_state_from(obj, path: str | os.PathLike = "<checkpoint>") -> dict:
+    """The model state dict inside an official (flat) or hsnetlib (``{"model": ...}``) checkpoint."""
+    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        obj = obj["model"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError(
+            f"{path} is not an HSNet checkpoint: expected a state dict (name -> tensor), as saved by the "
+            f"official train.py or by `hsnet train`"
+        )
+    return strip_module_prefix(obj)
+
+
+def infer_backbone(state: dict) -> str:
+    """Which backbone a checkpoint was trained with, from its key names."""
+    if any(k.startswith("backbone.features.") for k in state):
+        return "vgg16"
+    layer3 = {k.split(".")[2] for k in state if k.startswith("backbone.layer3.")}
+    if not layer3:
+        raise ValueError("cannot tell the backbone: the checkpoint has no backbone.* keys")
+    return "resnet101" if len(layer3) == 23 else "resnet50"
+
+
+def check_compatible(model: nn.Module, state: dict, path: str | os.PathLike = "<checkpoint>") -> None:
+    """Raise a ValueError listing missing / unexpected keys and shape conflicts, if any."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = sorted(
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in set(expected) & set(state)
+        if state[k].shape != expected[k].shape
+    )
+    if not (missing or unexpected or shapes):
+        return
+
+    def show(title, items):
+        if not items:
+            return ""
+        more = f" ... (+{len(items) - 8} more)" if len(items) > 8 else ""
+        return f"\n  {title} ({len(items)}): " + ", ".join(items[:8]) + more
+
+    hint = ""
+    try:
+        found = infer_backbone(state)
+        if found != getattr(model, "backbone_name", found):
+            hint = f"\n  the checkpoint looks like a {found} model; load it with backbone={found!r}"
+    except ValueError:
+        pass
+    raise ValueError(
+        f"checkpoint {path} does not match the model"
+        + show("missing keys", missing)
+        + show("unexpected keys", unexpected)
+        + show("shape conflicts", shapes)
+        + hint
+    )
+
+
+def load_checkpoint_file(path: str | os.PathLike):
+    """``torch.load`` on CPU with ``weights_only=True`` (no arbitrary code from pickles)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} not found")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def save_atomic(obj, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temp file in the same folder, then rename: a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise

@@ -1,0 +1,76 @@
+"""Support feature masking and the hypercorrelation pyramid (Sec. 3.1, Eq. 1-2).
+
+Eq. (1), support feature masking:   F^s_l <- F^s_l * zeta(M^s)
+    zeta = bilinear resize of the support mask to the feature's size (align_corners=True).
+
+Eq. (2), 4D correlation of layer l:
+    C_l(x^q, x^s) = ReLU( F^q_l(x^q) . F^s_l(x^s) / (||F^q_l(x^q)|| ||F^s_l(x^s)||) )
+
+Departure from the bare formula, kept for compatibility with the released weights:
+``eps = 1e-5`` is *added to each L2 norm* before dividing, so a masked-out (all-zero)
+support feature gives a correlation of exactly 0 instead of NaN.
+
+The correlations of all layers that share a spatial size are stacked as channels: one
+hypercorrelation ``C_p`` of shape ``(B, |L_p|, Ha, Wa, Hb, Wb)`` per pyramid level p,
+returned deepest first (that is the order the 4D learner consumes them in).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+EPS = 1e-5  # added to each L2 norm in Eq. (2), as the official code does
+
+
+def mask_features(support_feats: Sequence[torch.Tensor], support_mask: torch.Tensor) -> list[torch.Tensor]:
+    """Eq. (1): multiply every support feature map by the bilinearly resized support mask.
+
+    support_feats: list of (B, C_l, H_l, W_l); support_mask: (B, H, W) with values in [0, 1].
+    """
+    mask = support_mask.unsqueeze(1).to(support_feats[0].dtype)  # (B, 1, H, W)
+    masked = []
+    for feat in support_feats:
+        m = F.interpolate(mask, feat.shape[-2:], mode="bilinear", align_corners=True)  # (B, 1, H_l, W_l)
+        masked.append(feat * m)
+    return masked
+
+
+def correlation(query_feat: torch.Tensor, support_feat: torch.Tensor, eps: float = EPS) -> torch.Tensor:
+    """Eq. (2) for one layer: (B, C, Ha, Wa) x (B, C, Hb, Wb) -> (B, Ha, Wa, Hb, Wb)."""
+    B, C, Ha, Wa = query_feat.shape
+    Hb, Wb = support_feat.shape[-2:]
+    q = query_feat.reshape(B, C, Ha * Wa)  # (B, C, Ha*Wa)
+    s = support_feat.reshape(B, C, Hb * Wb)  # (B, C, Hb*Wb)
+    q = q / (q.norm(dim=1, p=2, keepdim=True) + eps)
+    s = s / (s.norm(dim=1, p=2, keepdim=True) + eps)
+    corr = torch.bmm(q.transpose(1, 2), s)  # (B, Ha*Wa, Hb*Wb)
+    return corr.clamp(min=0).view(B, Ha, Wa, Hb, Wb)
+
+
+def hypercorrelation(
+    query_feats: Sequence[torch.Tensor],
+    support_feats: Sequence[torch.Tensor],
+    pyramid_sizes: Sequence[int],
+    eps: float = EPS,
+) -> list[torch.Tensor]:
+    """Stack per-layer correlations into the hypercorrelation pyramid, deepest level first.
+
+    query_feats / support_feats: the backbone's L intermediate features, shallow to deep.
+    pyramid_sizes: how many of those layers each level holds, deepest first
+        (ResNet50: (3, 6, 4) = layer4, layer3, layer2), summing to L.
+    Returns ``[C_deep, C_mid, C_shallow]``, each (B, |L_p|, Ha_p, Wa_p, Hb_p, Wb_p).
+    """
+    if len(query_feats) != sum(pyramid_sizes) or len(support_feats) != len(query_feats):
+        raise ValueError(
+            f"expected {sum(pyramid_sizes)} query and support feature maps for pyramid {tuple(pyramid_sizes)}, "
+            f"got {len(query_feats)} and {len(support_feats)}"
+        )
+    corrs = [correlation(q, s, eps) for q, s in zip(query_feats, support_feats)]
+    pyramid, end = [], len(corrs)
+    for size in pyramid_sizes:  # deepest group sits at the end of the list
+        pyramid.append(torch.stack(corrs[end - size : end], dim=1))  # (B, |L_p|, Ha, Wa, Hb, Wb)
+        end -= size
+    return pyramid

@@ -1,0 +1,197 @@
+import json
+import urllib.error
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision.models as tvm
+
+from hsnetlib import HSNet
+from hsnetlib.backbone import extract_features
+from hsnetlib.model import vote_kshot
+
+SPEC = json.loads((Path(__file__).parent / "data" / "learner_spec.json").read_text())
+BACKBONES = ["resnet50", "resnet101", "vgg16"]
+
+
+@pytest.fixture(scope="module")
+def models():
+    torch.manual_seed(0)
+    return {name: HSNet(name) for name in BACKBONES}
+
+
+def expected_state_shapes(backbone: str) -> dict:
+    """Key -> shape of a released checkpoint, built from the spec file and torchvision's architecture."""
+    c4, c3, c2 = SPEC["hypercorr_channels"][backbone]
+    sources = {"c4": c4, "c3": c3, "c2": c2}
+    shapes = {}
+    for block, b in SPEC["conv4d_blocks"].items():
+        inch = sources.get(b["in"], b["in"])
+        for i, (out, k) in enumerate(zip(b["out"], b["kernel"])):
+            for conv in ("conv1", "conv2"):
+                shapes[f"hpn_learner.{block}.{3 * i}.{conv}.weight"] = (out, inch, k, k)
+                shapes[f"hpn_learner.{block}.{3 * i}.{conv}.bias"] = (out,)
+            shapes[f"hpn_learner.{block}.{3 * i + 1}.weight"] = (out,)  # GroupNorm
+            shapes[f"hpn_learner.{block}.{3 * i + 1}.bias"] = (out,)
+            inch = out
+    for name, (out, inch) in SPEC["conv2d"].items():
+        shapes[f"hpn_learner.{name}.weight"] = (out, inch, 3, 3)
+        shapes[f"hpn_learner.{name}.bias"] = (out,)
+    for k, v in getattr(tvm, backbone)(weights=None).state_dict().items():
+        shapes[f"backbone.{k}"] = tuple(v.shape)
+    return shapes
+
+
+@pytest.mark.parametrize("backbone, count", [("vgg16", 2_570_018), ("resnet50", 2_573_794), ("resnet101", 2_587_394)])
+def test_learnable_parameter_count(models, backbone, count):
+    assert models[backbone].num_learnable_parameters() == count
+
+
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_state_dict_matches_release_layout(models, backbone):
+    got = {k: tuple(v.shape) for k, v in models[backbone].state_dict().items()}
+    assert got == expected_state_shapes(backbone)
+    assert len(got) == SPEC["total_keys"][backbone]
+
+
+@pytest.mark.parametrize("backbone", ["resnet50", "resnet101"])
+def test_resnet_features_are_pre_relu_bottleneck_outputs(models, backbone):
+    net, img = models[backbone].backbone, torch.randn(1, 3, 64, 64)
+    feats = extract_features(backbone, net, img)
+    assert len(feats) == sum(models[backbone].pyramid_sizes)
+    with torch.no_grad():
+        x = net.maxpool(net.relu(net.bn1(net.conv1(img))))
+        l2 = net.layer2(net.layer1(x))
+        l4 = net.layer4(net.layer3(l2))
+    torch.testing.assert_close(feats[3].relu(), l2)  # last block of layer2
+    torch.testing.assert_close(feats[-1].relu(), l4)
+    assert (feats[-1] < 0).any()  # taken before the ReLU
+
+
+def test_vgg_features(models):
+    net, img = models["vgg16"].backbone, torch.randn(1, 3, 64, 64)
+    feats = extract_features("vgg16", net, img)
+    with torch.no_grad():
+        torch.testing.assert_close(feats[0], net.features[:18](img))  # conv4_1, pre-ReLU
+        torch.testing.assert_close(feats[5], net.features[:29](img))  # conv5_3, pre-ReLU
+        torch.testing.assert_close(feats[6], net.features[:31](img))  # pool5
+    assert (feats[0] < 0).any()
+
+
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_forward_shape_finite_and_odd_sizes(models, backbone):
+    model = models[backbone]
+    q, s = torch.randn(1, 3, 97, 83), torch.randn(1, 3, 97, 83)
+    m = (torch.rand(1, 97, 83) > 0.5).float()
+    logits = model(q, s, m)
+    assert logits.shape == (1, 2, 97, 83) and torch.isfinite(logits).all()
+
+
+def test_empty_support_mask_gives_finite_logits(models):
+    logits = models["resnet50"](torch.randn(2, 3, 64, 64), torch.randn(2, 3, 64, 64), torch.zeros(2, 64, 64))
+    assert torch.isfinite(logits).all()
+
+
+def test_gradients_reach_every_learner_parameter_and_no_backbone_parameter(models):
+    model = models["resnet50"].train()
+    model.zero_grad()
+    # a full support mask: a random one can zero every support feature of the 2x2 deepest level
+    logits = model(torch.randn(2, 3, 96, 96), torch.randn(2, 3, 96, 96), torch.ones(2, 96, 96))
+    torch.nn.functional.cross_entropy(logits, (torch.rand(2, 96, 96) > 0.5).long()).backward()
+    for name, p in model.hpn_learner.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert all(p.grad is None and not p.requires_grad for p in model.backbone.parameters())
+    model.eval()
+
+
+def test_train_mode_keeps_backbone_batchnorm_frozen(models):
+    model = models["resnet50"]
+    before = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+    model.train()
+    assert model.hpn_learner.training and not model.backbone.training
+    model(torch.randn(2, 3, 64, 64) * 5 + 3, torch.randn(2, 3, 64, 64), torch.ones(2, 64, 64))
+    for k, v in model.backbone.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    model.eval()
+
+
+@pytest.mark.parametrize("backbone", ["resnet50", "vgg16"])
+def test_official_checkpoint_round_trip(models, backbone, tmp_path):
+    model = models[backbone]
+    torch.save({"module." + k: v for k, v in model.state_dict().items()}, tmp_path / "best_model.pt")
+    loaded = HSNet.from_official_checkpoint(tmp_path / "best_model.pt")  # backbone inferred from keys
+    assert loaded.backbone_name == backbone
+    q, s, m = torch.randn(1, 3, 64, 64), torch.randn(1, 3, 64, 64), torch.ones(1, 64, 64)
+    torch.testing.assert_close(loaded(q, s, m), model(q, s, m), rtol=0, atol=0)
+    torch.save({"model": model.state_dict(), "epoch": 3}, tmp_path / "ours.pt")  # hsnetlib's own format
+    torch.testing.assert_close(HSNet.from_official_checkpoint(tmp_path / "ours.pt")(q, s, m), model(q, s, m))
+
+
+def test_checkpoint_of_another_backbone_is_explained(models, tmp_path):
+    torch.save(models["resnet50"].state_dict(), tmp_path / "r50.pt")
+    with pytest.raises(ValueError, match="(?s)missing keys.*looks like a resnet50 model"):
+        HSNet.from_official_checkpoint(tmp_path / "r50.pt", backbone="resnet101")
+    with pytest.raises(FileNotFoundError, match="nothere.pt"):
+        HSNet.from_official_checkpoint(tmp_path / "nothere.pt")
+
+
+def test_backbone_weights_from_local_file(tmp_path):
+    net = tvm.resnet50(weights=None)
+    torch.save(net.state_dict(), tmp_path / "r50.pth")
+    model = HSNet("resnet50", weights=tmp_path / "r50.pth")
+    torch.testing.assert_close(model.backbone.conv1.weight, net.conv1.weight)
+    with pytest.raises(FileNotFoundError, match="torchvision state dict"):
+        HSNet("resnet50", weights=tmp_path / "missing.pth")
+
+
+def test_imagenet_weights_offline_gives_clear_error(monkeypatch):
+    def offline(self, *args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(tvm.WeightsEnum, "get_state_dict", offline)
+    with pytest.raises(RuntimeError, match="could not download ImageNet weights for resnet50.*weights=None"):
+        HSNet("resnet50", weights="imagenet")
+
+
+def test_unknown_backbone_and_kernel():
+    with pytest.raises(ValueError, match="unknown backbone 'resnet18'"):
+        HSNet("resnet18")
+    with pytest.raises(ValueError, match="unknown 4D kernel"):
+        HSNet("resnet50", kernel="spiral")
+
+
+def test_kshot_vote_hand_worked_example():
+    votes = torch.tensor(
+        [
+            [[[1, 0], [0, 0]], [[1, 1], [0, 0]], [[1, 0], [0, 0]]],  # sum 3 1 / 0 0 -> max 3 -> 1 0 / 0 0
+            [[[0, 0], [0, 0]]] * 3,  # no votes: divide by 1, not 0
+            [[[1, 1], [0, 0]], [[1, 0], [1, 0]], [[0, 0], [0, 0]]],  # sum 2 1 / 1 0 -> 1 .5 / .5 0
+        ]
+    )
+    expected = torch.tensor([[[1, 0], [0, 0]], [[0, 0], [0, 0]], [[1, 1], [1, 0]]])
+    assert torch.equal(vote_kshot(votes), expected)
+
+
+@pytest.mark.parametrize("backbone", BACKBONES)
+@pytest.mark.parametrize("batch, shot", [(1, 1), (2, 3), (1, 5)])
+def test_fused_predict_equals_per_shot_loop(models, backbone, batch, shot):
+    model = models[backbone]
+    q = torch.randn(batch, 3, 80, 80)
+    s = torch.randn(batch, shot, 3, 80, 80)
+    m = (torch.rand(batch, shot, 80, 80) > 0.6).float()
+    ref = model.predict(q, s, m, fused=False)
+    fast = model.predict(q, s, m)
+    assert ref.shape == (batch, 80, 80) and ref.dtype == torch.long
+    assert torch.equal(fast, ref)
+    assert model.predict(q, s, m, size=(50, 70)).shape == (batch, 50, 70)
+
+
+def test_predict_rejects_bad_shapes(models):
+    model = models["resnet50"]
+    q = torch.randn(1, 3, 64, 64)
+    with pytest.raises(ValueError, match=r"support_imgs must have shape \(1, K, 3, H, W\)"):
+        model.predict(q, torch.randn(1, 3, 64, 64), torch.ones(1, 1, 64, 64))
+    with pytest.raises(ValueError, match=r"support_masks must have shape \(1, 2, 64, 64\)"):
+        model.predict(q, torch.randn(1, 2, 3, 64, 64), torch.ones(1, 64, 64))
+    with pytest.raises(ValueError, match=r"query_img must have shape \(B, 3, H, W\)"):
+        model.predict(torch.randn(3, 64, 64), torch.randn(1, 1, 3, 64, 64), torch.ones(1, 1, 64, 64))
