@@ -1,0 +1,53 @@
+"""Training-free baselines that show what the learned 4D squeeze adds (used by ``hsnet demo``).
+
+Both follow HSNet's ``predict`` signature, so :func:`hsnetlib.evaluation.evaluate` runs them
+on exactly the same episodes.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .backbone import build_backbone, check_backbone_name, extract_features
+from .correlation import correlation, mask_features
+
+
+class AllForeground:
+    """Predict every pixel as foreground: the floor any few-shot method must beat."""
+
+    def predict(self, query_img, support_imgs, support_masks, size=None):
+        size = tuple(size) if size is not None else tuple(query_img.shape[-2:])
+        return torch.ones(query_img.shape[0], *size, dtype=torch.long, device=query_img.device)
+
+
+class CorrelationBaseline(torch.nn.Module):
+    """Threshold the best support match of every query pixel (Eq. 1-2, no learning).
+
+    score(x) = mean over the backbone's layers of max_{x'} C_l(x, x'), upsampled to the
+    image, averaged over the K shots; foreground where score >= (min + max) / 2 of that image.
+    """
+
+    def __init__(self, backbone="resnet50", weights=None, net: torch.nn.Module | None = None):
+        super().__init__()
+        check_backbone_name(backbone)
+        self.backbone_name = backbone
+        self.backbone = net if net is not None else build_backbone(backbone, weights)
+
+    @torch.no_grad()
+    def predict(self, query_img, support_imgs, support_masks, size=None):
+        size = tuple(size) if size is not None else tuple(query_img.shape[-2:])
+        B, K = support_imgs.shape[:2]
+        q_feats = extract_features(self.backbone_name, self.backbone, query_img)
+        score = 0
+        for k in range(K):
+            s_feats = extract_features(self.backbone_name, self.backbone, support_imgs[:, k])
+            s_feats = mask_features(s_feats, support_masks[:, k].float())
+            maps = []
+            for q, s in zip(q_feats, s_feats):
+                best = correlation(q, s).flatten(-2).max(-1).values  # (B, Ha, Wa)
+                maps.append(F.interpolate(best[:, None], size, mode="bilinear", align_corners=True))
+            score = score + torch.cat(maps, 1).mean(1) / K  # (B, H, W)
+        lo = score.flatten(1).min(1).values.view(B, 1, 1)
+        hi = score.flatten(1).max(1).values.view(B, 1, 1)
+        return (score >= (lo + hi) / 2).long()

@@ -1,0 +1,93 @@
+"""PASCAL-5i (Shaban et al. 2017): 20 VOC classes in 4 folds of 5, SBD-augmented masks.
+
+Layout under the data root (the official "Datasets_HSN" layout)::
+
+    VOC2012/JPEGImages/<id>.jpg
+    VOC2012/SegmentationClassAug/<id>.png   # class index 1..20, 0 background, 255 boundary
+
+Fold f holds classes 5f..5f+4 (0-based). ``val``/``test`` episodes come from
+``pascal/val/fold{f}.txt``; ``trn`` uses the ``pascal/trn`` lists of the three other folds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .episodes import (
+    DatasetError,
+    Episode,
+    EpisodicDataset,
+    draw_supports,
+    open_label_map,
+    open_rgb,
+    pascal_style_episodes,
+)
+from .splits import read_pascal_split, split_path
+
+IGNORE_LABEL = 255
+
+
+class PascalDataset(EpisodicDataset):
+    benchmark = "pascal"
+    nclass = 20
+
+    def __init__(
+        self,
+        root,
+        fold=0,
+        split="trn",
+        shot=1,
+        img_size=400,
+        use_original_imgsize=False,
+        splits_dir=None,
+        verify_splits=True,
+        download_splits=True,
+        seed=0,
+    ):
+        super().__init__(fold, split, shot, img_size, use_original_imgsize, seed)
+        self.img_dir = Path(root) / "VOC2012" / "JPEGImages"
+        self.ann_dir = Path(root) / "VOC2012" / "SegmentationClassAug"
+        for d in (self.img_dir, self.ann_dir):
+            if not d.is_dir():
+                raise DatasetError(
+                    f"{d} not found: expected the PASCAL layout VOC2012/{{JPEGImages,SegmentationClassAug}} under "
+                    f"{root}; run `hsnet prepare pascal --voc ... --sbd ... --out {root}` (README, Datasets)"
+                )
+        fold_classes = [fold * 5 + i for i in range(5)]
+        self.class_ids = fold_classes if self.is_eval else [c for c in range(20) if c not in fold_classes]
+        folds = [fold] if self.is_eval else [g for g in range(4) if g != fold]
+        kind = "val" if self.is_eval else "trn"
+        self.metadata: list[tuple[str, int]] = []
+        for g in folds:
+            path = split_path(f"pascal/{kind}/fold{g}.txt", splits_dir, download_splits, verify_splits)
+            self.metadata += read_pascal_split(path)
+        self.classwise: dict[int, list[str]] = {}
+        for name, cls in self.metadata:
+            self.classwise.setdefault(cls, []).append(name)
+        self._finish_init()
+
+    def eval_episodes(self, rs):
+        return pascal_style_episodes(rs, self.metadata, self.shot)
+
+    def num_train_items(self):
+        return len(self.metadata)
+
+    def train_episode(self, rs, idx):
+        query, cls = self.metadata[idx]
+        return Episode(query, draw_supports(rs, self.classwise[cls], query, self.shot), cls)
+
+    def read_image(self, name):
+        return open_rgb(self.img_dir / f"{name}.jpg")
+
+    def read_mask(self, name, class_id):
+        path = self.ann_dir / f"{name}.png"
+        label = open_label_map(path)
+        bad = np.setdiff1d(np.unique(label), [*range(21), IGNORE_LABEL])
+        if bad.size:
+            raise DatasetError(
+                f"mask {path} has values {bad.tolist()}; expected class indices 0..20 and 255 (boundary). "
+                f"Is it an RGB colour mask? Rebuild SegmentationClassAug with `hsnet prepare pascal`"
+            )
+        return label == class_id + 1, label == IGNORE_LABEL
