@@ -1,0 +1,244 @@
+"""The ``hsnet`` command: a thin argparse layer over the library.
+
+    hsnet demo --out DIR                     train + evaluate on the embedded toy benchmark (CPU, minutes)
+    hsnet train --benchmark pascal --fold 0  the paper's training (flags mirror the official train.py)
+    hsnet test --benchmark pascal --load best_model.pt ...   the official evaluation protocol
+    hsnet prepare pascal|coco|check ...      build dataset layouts
+    hsnet splits download|verify             fetch / check the official split files
+    hsnet bench kernels|inference            Table 4 and latency measurements
+
+Errors exit with status 2 and one line ``hsnet: error: ...`` on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import __version__
+
+
+def _add_model_args(p, backbone="resnet101"):
+    p.add_argument("--backbone", default=backbone, choices=["resnet50", "resnet101", "vgg16"])
+    p.add_argument(
+        "--kernel",
+        default="center-pivot",
+        choices=["center-pivot", "full", "separable"],
+        help="4D convolution kernel (Table 4)",
+    )
+    p.add_argument("--no-support-mask", action="store_true", help="HSNet†: no support feature masking (Eq. 1)")
+
+
+def _add_data_args(p):
+    p.add_argument("--benchmark", default="pascal", choices=["pascal", "coco", "fss", "toy"])
+    p.add_argument("--datapath", default=None, help="folder holding VOC2012/, COCO2014/, FSS-1000/ ($HSNET_DATA)")
+    p.add_argument("--fold", type=int, default=0, help="held-out fold 0..3 (FSS: 0)")
+    p.add_argument("--img-size", type=int, default=400, help="square input size (paper: 400)")
+    p.add_argument("--splits-dir", default=None, help="split files folder (default: the cache, $HSNET_SPLITS)")
+    p.add_argument("--nworker", type=int, default=0, help="DataLoader workers")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+
+
+def cmd_train(args):
+    from .engine import TrainConfig, train
+
+    config = TrainConfig(
+        benchmark=args.benchmark,
+        datapath=args.datapath,
+        fold=args.fold,
+        backbone=args.backbone,
+        kernel=args.kernel,
+        weights=None if args.weights == "none" else args.weights,
+        use_support_mask=not args.no_support_mask,
+        shot=args.shot,
+        img_size=args.img_size,
+        batch_size=args.bsz,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        schedule=args.schedule,
+        epochs=args.niter,
+        max_steps_per_epoch=args.max_steps_per_epoch,
+        eval_every=args.eval_every,
+        val_episodes=args.val_episodes,
+        num_workers=args.nworker,
+        device=args.device,
+        amp=args.amp,
+        seed=args.seed,
+        logdir=args.logpath,
+        resume=args.resume,
+        splits_dir=args.splits_dir,
+    )
+    result = train(config)
+    if result.history is not None:
+        print(f"best val mIoU {result.best_miou:.2f} at epoch {result.best_epoch}; run folder {result.logdir}")
+
+
+def cmd_test(args):
+    from .data import make_benchmark
+    from .evaluation import evaluate
+    from .model import HSNet
+
+    model = HSNet.from_official_checkpoint(
+        args.load, backbone=args.backbone, kernel=args.kernel, use_support_mask=not args.no_support_mask
+    )
+    dataset = make_benchmark(
+        args.benchmark,
+        args.datapath,
+        fold=args.fold,
+        split="test",
+        shot=args.nshot,
+        img_size=args.img_size,
+        use_original_imgsize=args.use_original_imgsize,
+        splits_dir=args.splits_dir,
+    )
+    result = evaluate(
+        model, dataset, device=args.device, batch_size=args.bsz, num_workers=args.nworker, max_episodes=args.episodes
+    )
+    row = result.row(backbone=model.backbone_name, checkpoint=args.load)
+    print(
+        f"{args.benchmark} fold {args.fold} {args.nshot}-shot: mIoU {result.miou:.2f}  FB-IoU {result.fb_iou:.2f}"
+        f"  ({result.episodes} episodes)"
+    )
+    if args.out:
+        row.to_csv(args.out, index=False)
+
+
+def cmd_prepare(args):
+    from .data.prepare import check_root, prepare_coco, prepare_pascal
+
+    if args.what == "pascal":
+        print(prepare_pascal(args.voc, args.sbd, args.out))
+    elif args.what == "coco":
+        print(prepare_coco(args.coco, args.out))
+    else:
+        import pandas as pd
+
+        print(pd.DataFrame(check_root(args.root)).to_string(index=False))
+
+
+def cmd_splits(args):
+    from .data import splits
+
+    for name in splits.all_split_names():
+        if args.action == "download":
+            path = splits.split_path(name, args.dir)
+        else:
+            path = splits.default_splits_dir(args.dir) / name
+            if not path.is_file():
+                print(f"missing   {name}")
+                continue
+            path = splits.split_path(name, args.dir, download=False)
+        print(f"ok        {path}")
+
+
+def cmd_demo(args):
+    from .demo import run_demo
+
+    run_demo(args.out, steps=args.steps, img_size=args.img_size, episodes=args.episodes, seed=args.seed)
+
+
+def cmd_bench(args):
+    from . import profile
+
+    if args.what == "kernels":
+        table = profile.kernel_table(
+            backbone=args.backbone, img_size=args.img_size, repeats=args.repeats, device=args.device
+        )
+    else:
+        table = profile.inference_table(
+            backbones=args.backbones, img_size=args.img_size, repeats=args.repeats, device=args.device
+        )
+    print(table.to_string())
+    if args.out:
+        table.to_csv(args.out)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hsnet", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"hsnetlib {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train HSNet (flags mirror the official train.py)")
+    _add_data_args(p)
+    _add_model_args(p)
+    p.add_argument("--weights", default="imagenet", help="backbone init: imagenet | none | PATH")
+    p.add_argument("--bsz", type=int, default=20, help="episodes per step over all processes (paper: 20; COCO 40)")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (paper: 1e-3)")
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--schedule", default="constant", choices=["constant", "cosine", "poly"])
+    p.add_argument("--niter", "--epochs", dest="niter", type=int, default=100, help="epochs")
+    p.add_argument("--max-steps-per-epoch", type=int, default=None)
+    p.add_argument("--shot", type=int, default=1, help="supports per training episode (paper: 1)")
+    p.add_argument("--eval-every", type=int, default=1, help="validate every N epochs")
+    p.add_argument("--val-episodes", type=int, default=None, help="validate on the first N val episodes")
+    p.add_argument("--amp", default="off", choices=["off", "bf16", "fp16"], help="mixed precision (fp16: CUDA)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--logpath", default="runs/hsnet", help="run folder (checkpoints, metrics.csv, tensorboard)")
+    p.add_argument("--resume", action="store_true", help="continue from LOGPATH/last.pt")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("test", help="evaluate a checkpoint with the official protocol")
+    _add_data_args(p)
+    _add_model_args(p)
+    p.add_argument("--load", required=True, help="checkpoint: official best_model.pt or hsnet's best.pt/last.pt")
+    p.add_argument("--nshot", type=int, default=1)
+    p.add_argument("--bsz", type=int, default=1)
+    p.add_argument("--use-original-imgsize", action="store_true", help="evaluate at each query's original size")
+    p.add_argument("--episodes", type=int, default=None, help="only the first N episodes (quick look)")
+    p.add_argument("--out", default=None, help="write the result row to this CSV")
+    p.set_defaults(func=cmd_test)
+
+    p = sub.add_parser("prepare", help="build dataset layouts (SegmentationClassAug, COCO masks) or check a root")
+    psub = p.add_subparsers(dest="what", required=True)
+    q = psub.add_parser("pascal", help="VOC2012 + SBD -> VOC2012/SegmentationClassAug")
+    q.add_argument("--voc", required=True, help="VOCdevkit/VOC2012 folder")
+    q.add_argument("--sbd", default=None, help="SBD 'dataset' folder (holding cls/)")
+    q.add_argument("--out", required=True, help="data root to write VOC2012/ into")
+    q = psub.add_parser("coco", help="instances_*.json -> COCO2014/annotations/<split>/*.png")
+    q.add_argument("--coco", required=True, help="folder with train2014/, val2014/, annotations/")
+    q.add_argument("--out", required=True, help="data root to write COCO2014/ into")
+    q = psub.add_parser("check", help="report what is present under a data root")
+    q.add_argument("root")
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("splits", help="download or verify the official split files")
+    p.add_argument("action", choices=["download", "verify"])
+    p.add_argument("--dir", default=None, help="splits folder (default: ~/.cache/hsnetlib/splits)")
+    p.set_defaults(func=cmd_splits)
+
+    p = sub.add_parser("demo", help="train and evaluate on the toy benchmark (CPU, about 10 minutes)")
+    p.add_argument("--out", default="demo_out", help="folder for results.csv and predictions.png")
+    p.add_argument("--steps", type=int, default=None, help="training steps (default: the demo's budget)")
+    p.add_argument("--img-size", type=int, default=None)
+    p.add_argument("--episodes", type=int, default=None, help="test episodes per setting")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("bench", help="measure kernels (Table 4) or inference latency")
+    p.add_argument("what", choices=["kernels", "inference"])
+    p.add_argument("--backbone", default="resnet101")
+    p.add_argument("--backbones", nargs="+", default=["resnet50"])
+    p.add_argument("--img-size", type=int, default=None)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", default=None, help="also write the table to this CSV")
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ValueError, FileNotFoundError, RuntimeError, OSError) as err:
+        message = " ".join(str(err).split())  # one line
+        print(f"hsnet: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("hsnet: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

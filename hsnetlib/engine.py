@@ -1,0 +1,342 @@
+"""Training HSNet the paper's way (Sec. 4, "Implementation details"), on CPU, one GPU or many.
+
+Recipe: frozen ImageNet backbone, 1-shot episodes of the training classes, cross-entropy on
+the 2-class logits, Adam with lr 1e-3, batch 20 (PASCAL / FSS) or 40 (COCO), 400x400 inputs,
+validation on the held-out fold's fixed episodes, keep the checkpoint with the best val mIoU.
+
+Plain functions: :func:`train` = build everything + loop over :func:`train_one_epoch` and
+:func:`hsnetlib.evaluation.evaluate`, writing ``config.json``, ``metrics.csv``, TensorBoard
+scalars (when installed), ``last.pt`` after every epoch and ``best.pt`` on improvement, all
+atomically. ``resume=True`` continues from ``last.pt`` exactly (episodes and shuffling are
+functions of (seed, epoch), and the checkpoint carries optimizer, scheduler and RNG states).
+
+Distributed: launched with ``torchrun``, each process trains on its DistributedSampler shard
+under DistributedDataParallel (NCCL on CUDA, gloo on CPU); rank 0 validates and writes.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from tqdm.auto import tqdm
+
+from . import __version__
+from .checkpoint import load_checkpoint_file, save_atomic
+from .data import make_benchmark
+from .evaluation import evaluate, resolve_device
+from .metrics import IoUMeter, intersection_union
+from .model import HSNet
+
+
+@dataclass
+class TrainConfig:
+    benchmark: str = "pascal"  # pascal | coco | fss | toy
+    datapath: str | None = None  # folder holding VOC2012/, COCO2014/, FSS-1000/ (None: $HSNET_DATA)
+    fold: int = 0  # held-out fold (its classes are never seen in training)
+    backbone: str = "resnet101"  # resnet50 | resnet101 | vgg16
+    kernel: str = "center-pivot"  # 4D kernel: center-pivot | full | separable
+    weights: str | None = "imagenet"  # backbone init: "imagenet", None (random) or a local file
+    use_support_mask: bool = True  # False trains HSNet† (no support feature masking)
+    shot: int = 1  # supports per training episode (the paper trains 1-shot)
+    img_size: int = 400  # square input size
+    batch_size: int = 20  # episodes per step (paper: 20 PASCAL/FSS, 40 COCO), over all processes
+    lr: float = 1e-3  # Adam learning rate (paper: 1e-3)
+    weight_decay: float = 0.0  # Adam weight decay (paper: none)
+    schedule: str = "constant"  # lr schedule per step: constant | cosine | poly (power 0.9)
+    epochs: int = 100  # training epochs
+    max_steps_per_epoch: int | None = None  # cap the steps of an epoch (quick runs, demo)
+    eval_every: int = 1  # validate every N epochs (and after the last)
+    val_episodes: int | None = None  # validate on the first N val episodes only (None: all)
+    num_workers: int = 0  # DataLoader workers
+    device: str = "auto"  # auto | cpu | cuda | cuda:1 ...
+    amp: str = "off"  # off | bf16 (CPU or CUDA) | fp16 (CUDA, with GradScaler)
+    seed: int = 0  # seeds init, episodes and shuffling
+    logdir: str = "runs/hsnet"  # run folder: config.json, metrics.csv, last.pt, best.pt, tensorboard
+    resume: bool = False  # continue from logdir/last.pt if it exists
+    progress: bool = True  # tqdm progress bars
+    splits_dir: str | None = None  # split files folder (None: the cache)
+
+    def validate(self) -> None:
+        if self.amp not in ("off", "bf16", "fp16"):
+            raise ValueError(f"amp must be 'off', 'bf16' or 'fp16', got {self.amp!r}")
+        if self.schedule not in ("constant", "cosine", "poly"):
+            raise ValueError(f"schedule must be 'constant', 'cosine' or 'poly', got {self.schedule!r}")
+        if self.batch_size < 1 or self.epochs < 1 or self.eval_every < 1:
+            raise ValueError("batch_size, epochs and eval_every must be >= 1")
+
+
+@dataclass
+class TrainResult:
+    logdir: Path
+    best_miou: float  # best validation mIoU (x100)
+    best_epoch: int
+    last_epoch: int
+    history: pd.DataFrame = field(repr=False)  # one row per epoch, as in metrics.csv
+    model: HSNet | None = field(default=None, repr=False)
+
+
+# -- building blocks --------------------------------------------------------------------------
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    """Global RNG states in types that ``torch.load(weights_only=True)`` accepts."""
+    _, keys, pos, has_gauss, gauss = np.random.get_state()
+    numpy_state = {
+        "keys": torch.from_numpy(keys.astype(np.int64)),
+        "pos": int(pos),
+        "has_gauss": int(has_gauss),
+        "gauss": float(gauss),
+    }
+    state = {"torch": torch.get_rng_state(), "numpy": numpy_state, "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def autocast(device: torch.device, amp: str):
+    """The autocast context for ``amp`` ("off" | "bf16" | "fp16") on ``device``."""
+    if amp == "off":
+        return nullcontext()
+    if amp == "fp16" and device.type != "cuda":
+        raise ValueError("amp='fp16' needs CUDA; use amp='bf16' on CPU")
+    return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+def make_scheduler(optimizer, schedule: str, total_steps: int):
+    """Per-step multiplier of the base lr: constant, cosine to 0, or poly (1 - t)^0.9."""
+    if schedule == "cosine":
+        fn = lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
+    elif schedule == "poly":
+        fn = lambda step: (1 - min(step, total_steps - 1) / total_steps) ** 0.9
+    else:
+        fn = lambda step: 1.0
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
+
+
+def train_loader(dataset, batch_size: int, epoch: int, seed: int, num_workers: int, world: tuple[int, int]):
+    """This epoch's loader: fresh episodes (``set_epoch``) in an order that depends only on (seed, epoch)."""
+    dataset.set_epoch(epoch)
+    rank, size = world
+    if size > 1:
+        sampler = DistributedSampler(dataset, num_replicas=size, rank=rank, shuffle=True, seed=seed)
+        sampler.set_epoch(epoch)
+    else:
+        sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+    return DataLoader(dataset, batch_size=batch_size // size, sampler=sampler, num_workers=num_workers)
+
+
+def train_one_epoch(
+    model,
+    loader,
+    optimizer,
+    scheduler,
+    device,
+    amp="off",
+    scaler=None,
+    class_ids=(),
+    max_steps=None,
+    progress=True,
+    desc="train",
+) -> dict:
+    """One pass over ``loader``: cross-entropy on (B, 2, H, W) logits vs the query mask (1st support).
+
+    Returns {"loss": mean loss, "miou": training mIoU x100, "fb_iou": ..., "steps": n}.
+    """
+    model.train()
+    meter, total_loss, steps = IoUMeter(class_ids), 0.0, 0
+    bar = tqdm(loader, desc=desc, disable=not progress, total=min(len(loader), max_steps or len(loader)))
+    for batch in bar:
+        if max_steps is not None and steps >= max_steps:
+            break
+        query, gt = batch["query_img"].to(device), batch["query_mask"].to(device).long()
+        with autocast(device, amp):
+            logits = model(query, batch["support_imgs"][:, 0].to(device), batch["support_masks"][:, 0].to(device))
+            loss = F.cross_entropy(logits.float(), gt)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"training loss became {loss.item()} at step {steps}; lower lr or use amp='off'")
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        scheduler.step()
+        total_loss += loss.item()
+        steps += 1
+        meter.update(*intersection_union(logits.argmax(1), gt), batch["class_id"])
+        bar.set_postfix(loss=f"{total_loss / steps:.3f}", miou=f"{meter.miou():.1f}")
+    return {"loss": total_loss / max(steps, 1), "miou": meter.miou(), "fb_iou": meter.fb_iou(), "steps": steps}
+
+
+# -- the whole run ----------------------------------------------------------------------------
+def _world() -> tuple[int, int]:
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+
+
+def _init_distributed(device: torch.device) -> bool:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1); True if we created it."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return False
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return True
+
+
+def _append_csv(path: Path, row: dict) -> None:
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def _tensorboard(logdir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional
+        return None
+    return SummaryWriter(str(logdir / "tensorboard"))
+
+
+def train(config: TrainConfig) -> TrainResult:
+    """Train HSNet as ``config`` says; returns the best val mIoU and the per-epoch history."""
+    config.validate()
+    device = resolve_device(config.device)
+    if device.type == "cuda" and "LOCAL_RANK" in os.environ:
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        torch.cuda.set_device(device)
+    created_group = _init_distributed(device)
+    rank, world = _world()
+    logdir = Path(config.logdir)
+    seed_everything(config.seed)
+
+    common = dict(root=config.datapath, fold=config.fold, img_size=config.img_size, splits_dir=config.splits_dir)
+    train_set = make_benchmark(config.benchmark, split="trn", shot=config.shot, seed=config.seed, **common)
+    val_set = make_benchmark(config.benchmark, split="val", shot=1, **common)
+    model = HSNet(config.backbone, config.kernel, config.weights, config.use_support_mask).to(device)
+    learner = model.hpn_learner
+    optimizer = torch.optim.Adam(learner.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
+    if config.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
+    scheduler = make_scheduler(optimizer, config.schedule, steps_per_epoch * config.epochs)
+    scaler = torch.amp.GradScaler("cuda") if config.amp == "fp16" else None
+    start_epoch, best_miou, best_epoch = 0, -1.0, -1
+
+    if config.resume and (logdir / "last.pt").exists():
+        ckpt = load_checkpoint_file(logdir / "last.pt")
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        if scaler is not None and ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+        set_rng_state(ckpt["rng"])
+        start_epoch, best_miou, best_epoch = ckpt["epoch"] + 1, ckpt["best_miou"], ckpt["best_epoch"]
+
+    net = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    writer = None
+    if rank == 0:
+        logdir.mkdir(parents=True, exist_ok=True)
+        (logdir / "config.json").write_text(json.dumps(asdict(config), indent=2))
+        writer = _tensorboard(logdir)
+
+    for epoch in range(start_epoch, config.epochs):
+        loader = train_loader(train_set, config.batch_size, epoch, config.seed, config.num_workers, (rank, world))
+        t0 = time.time()
+        stats = train_one_epoch(
+            net,
+            loader,
+            optimizer,
+            scheduler,
+            device,
+            config.amp,
+            scaler,
+            train_set.class_ids,
+            config.max_steps_per_epoch,
+            config.progress and rank == 0,
+            f"epoch {epoch}",
+        )
+        row = {
+            "epoch": epoch,
+            "train_loss": stats["loss"],
+            "train_miou": stats["miou"],
+            "val_miou": float("nan"),
+            "val_fb_iou": float("nan"),
+            "lr": scheduler.get_last_lr()[0],
+            "seconds": time.time() - t0,
+        }
+        if rank == 0 and ((epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs):
+            result = evaluate(
+                model,
+                val_set,
+                device=device,
+                batch_size=config.batch_size,
+                num_workers=config.num_workers,
+                progress=config.progress,
+                max_episodes=config.val_episodes,
+            )
+            row["val_miou"], row["val_fb_iou"] = result.miou, result.fb_iou
+            if result.miou > best_miou:
+                best_miou, best_epoch = result.miou, epoch
+        if rank == 0:
+            ckpt = {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict() if scaler else None,
+                "epoch": epoch,
+                "best_miou": best_miou,
+                "best_epoch": best_epoch,
+                "config": asdict(config),
+                "rng": rng_state(),
+                "version": __version__,
+            }
+            if best_epoch == epoch:
+                save_atomic(ckpt, logdir / "best.pt")
+            save_atomic(ckpt, logdir / "last.pt")
+            _append_csv(logdir / "metrics.csv", row)
+            if writer is not None:
+                for key, value in row.items():
+                    if key != "epoch" and value == value:  # skip NaN
+                        writer.add_scalar(key, value, epoch)
+        if world > 1:
+            dist.barrier()
+    if writer is not None:
+        writer.close()
+    history = pd.read_csv(logdir / "metrics.csv") if (rank == 0 and (logdir / "metrics.csv").exists()) else None
+    if created_group:
+        dist.destroy_process_group()
+    return TrainResult(logdir, best_miou, best_epoch, config.epochs - 1, history, model)
