@@ -134,3 +134,29 @@ def extract_features(name: str, net: nn.Module, img: torch.Tensor) -> list[torch
     """The intermediate features HSNet correlates for backbone ``name``, shallow to deep."""
     check_backbone_name(name)
     return vgg_features(net, img) if name == "vgg16" else resnet_features(net, img)
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(net: nn.Module, images) -> int:
+    """Re-estimate every BatchNorm's running mean / variance on ``images`` (an iterable of
+    (B, 3, H, W) batches), as a plain average, then put ``net`` back in eval mode.
+
+    Not in the paper: a data-dependent initialization for a *random* backbone only. At random
+    init the running statistics are (0, 1), so deep features carry a large shared component and
+    cosine correlations (Eq. 2) are nearly flat; with statistics of real inputs the features are
+    centred per channel and correlations become discriminative. Weights are not changed.
+    Returns the number of batches used.
+    """
+    norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches
+    net.train()
+    n = 0
+    for batch in images:
+        net(batch)
+        n += 1
+    for m in norms:
+        m.momentum = 0.1
+    net.eval()
+    return n

@@ -153,10 +153,17 @@ def cmd_bench(args):
         table.to_csv(args.out)
 
 
+class OneLineErrors(argparse.ArgumentParser):
+    """Usage errors as one line (``hsnet: error: ...``) and exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"hsnet: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hsnet", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = OneLineErrors(prog="hsnet", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--version", action="version", version=f"hsnetlib {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineErrors)
 
     p = sub.add_parser("train", help="train HSNet (flags mirror the official train.py)")
     _add_data_args(p)
@@ -189,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_test)
 
     p = sub.add_parser("prepare", help="build dataset layouts (SegmentationClassAug, COCO masks) or check a root")
-    psub = p.add_subparsers(dest="what", required=True)
+    psub = p.add_subparsers(dest="what", required=True, parser_class=OneLineErrors)
     q = psub.add_parser("pascal", help="VOC2012 + SBD -> VOC2012/SegmentationClassAug")
     q.add_argument("--voc", required=True, help="VOCdevkit/VOC2012 folder")
     q.add_argument("--sbd", default=None, help="SBD 'dataset' folder (holding cls/)")

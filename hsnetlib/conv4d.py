@@ -20,8 +20,11 @@ positions. The full and separable kernels compared in Table 4 sit beside it in t
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 
 def _as_4tuple(value, name: str) -> tuple[int, int, int, int]:
@@ -105,6 +108,92 @@ class CenterPivotConv4d(nn.Module):
         return (y1 + y2).contiguous()  # (B, O, Ha, Wa, Hb', Wb')
 
 
+def _init_like_conv(weight: torch.Tensor, bias: torch.Tensor | None, fan_in: int) -> None:
+    """PyTorch's default Conv init (kaiming-uniform with a=sqrt(5)), for a weight of any rank."""
+    bound = 1 / math.sqrt(fan_in)
+    nn.init.uniform_(weight, -bound, bound)  # = kaiming_uniform_(a=sqrt(5)) for conv weights
+    if bias is not None:
+        nn.init.uniform_(bias, -bound, bound)
+
+
+class FullConv4d(nn.Module):
+    """The original 4D convolution (Eq. 3) with a dense k^4 kernel and one bias.
+
+        y(x, x') = b + sum_{(p, p') in P(x, x')} c(p, p') k(p - x, p' - x')
+
+    Same interface and semantics as :class:`CenterPivotConv4d`: input (B, C, Ha, Wa, Hb, Wb),
+    padding on all four dims, stride on the support dims only.
+
+    Implementation: the k^2 query offsets are a loop; each is one strided Conv2d over the support
+    dims on the query-shifted input (query dims folded into the batch). No k^2 copy of the input
+    is ever held. Cost: C_in * C_out * k^4 multiply-adds per output position, i.e. k^2 / 2 times
+    the center-pivot kernel's 2 * C_in * C_out * k^2; parameters C_in * C_out * k^4 + C_out.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=None, bias=True):
+        super().__init__()
+        kernel, stride, padding = normalize_conv4d_args(kernel_size, stride, padding)
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride, self.padding = kernel, stride, padding
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, *kernel))  # (O, C, ka, kb, kc, kd)
+        self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
+        _init_like_conv(self.weight, self.bias, in_channels * math.prod(kernel))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_6d(x, self.in_channels, type(self).__name__)
+        B, C, Ha, Wa, Hb, Wb = x.shape
+        ka, kb = self.kernel_size[:2]
+        pa, pb = self.padding[:2]
+        xp = F.pad(x, (0, 0, 0, 0, pb, pb, pa, pa))  # pad the query dims: (B, C, Ha+2pa, Wa+2pb, Hb, Wb)
+        Ho, Wo = Ha + 2 * pa - ka + 1, Wa + 2 * pb - kb + 1
+        out = None
+        for i in range(ka):
+            for j in range(kb):
+                shifted = xp[:, :, i : i + Ho, j : j + Wo]  # (B, C, Ho, Wo, Hb, Wb)
+                shifted = shifted.permute(0, 2, 3, 1, 4, 5).reshape(B * Ho * Wo, C, Hb, Wb)
+                y = F.conv2d(shifted, self.weight[:, :, i, j], None, self.stride[2:], self.padding[2:])
+                out = y if out is None else out + y  # (B*Ho*Wo, O, Hb', Wb')
+        O, Hb2, Wb2 = out.shape[1:]
+        out = out.view(B, Ho, Wo, O, Hb2, Wb2).permute(0, 3, 1, 2, 4, 5)  # (B, O, Ho, Wo, Hb', Wb')
+        if self.bias is not None:
+            out = out + self.bias.view(1, O, 1, 1, 1, 1)
+        return out.contiguous()
+
+
+class SeparableConv4d(nn.Module):
+    """Separable 4D convolution of VCN (Yang & Ramanan, NeurIPS 2019), the middle row of Table 4.
+
+    The 4D kernel is factorized into two 2D convolutions applied one after the other:
+    ``conv_support`` over the support dims (C_in -> C_out, carrying the support stride), then
+    ``conv_query`` over the query dims (C_out -> C_out). Each has a bias; nothing sits between
+    them, so the pair is one linear 4D operator whose kernel has rank C_out over the two planes.
+    Parameters: C_out * C_in * k^2 + C_out * C_out * k^2 + 2 * C_out. (VCN's own block also
+    projects channels; the paper's 4.4M count for this row includes details we do not know, see
+    notebook 02 for the comparison.)
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=None, bias=True):
+        super().__init__()
+        kernel, stride, padding = normalize_conv4d_args(kernel_size, stride, padding)
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride, self.padding = kernel, stride, padding
+        self.conv_support = nn.Conv2d(in_channels, out_channels, kernel[2:], stride[2:], padding[2:], bias=bias)
+        self.conv_query = nn.Conv2d(out_channels, out_channels, kernel[:2], 1, padding[:2], bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_6d(x, self.in_channels, type(self).__name__)
+        B, C, Ha, Wa, Hb, Wb = x.shape
+        y = x.permute(0, 2, 3, 1, 4, 5).reshape(B * Ha * Wa, C, Hb, Wb)  # (B*Ha*Wa, C, Hb, Wb)
+        y = self.conv_support(y)  # (B*Ha*Wa, O, Hb', Wb')
+        O, Hb2, Wb2 = y.shape[1:]
+        y = y.view(B, Ha, Wa, O, Hb2, Wb2).permute(0, 4, 5, 3, 1, 2).reshape(B * Hb2 * Wb2, O, Ha, Wa)
+        y = self.conv_query(y)  # (B*Hb'*Wb', O, Ha', Wa')
+        Ha2, Wa2 = y.shape[-2:]
+        return y.view(B, Hb2, Wb2, O, Ha2, Wa2).permute(0, 3, 4, 5, 1, 2).contiguous()  # (B, O, Ha', Wa', Hb', Wb')
+
+
 KERNELS: dict[str, type[nn.Module]] = {
     "center-pivot": CenterPivotConv4d,
+    "full": FullConv4d,
+    "separable": SeparableConv4d,
 }

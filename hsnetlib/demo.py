@@ -8,7 +8,10 @@ learner). Writes ``results.csv``, ``predictions.png`` and the training run folde
 Departures from the paper, for a CPU budget: 128x128 inputs instead of 400x400, batch 8,
 a fixed number of steps, the first ``episodes`` test episodes per setting (the full
 1000-episode protocol: ``hsnet test --benchmark toy``). The ResNet-50 backbone is random
-(unless ImageNet weights are already on disk): the learner must work from random features.
+(unless ImageNet weights are already on disk); its BatchNorm statistics are then re-estimated
+on 128 toy training images (``recalibrate_batchnorm``): random features become centred per
+channel and their correlations discriminative (``benchmarks/bn_recalibration.py`` measures
+the effect on the training-free correlation baseline; results in benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ from .evaluation import evaluate  # noqa: E402
 from .metrics import intersection_union  # noqa: E402
 from .viz import episode_grid  # noqa: E402
 
-DEMO_STEPS, DEMO_IMG_SIZE, DEMO_EPISODES, DEMO_BATCH = 600, 128, 300, 8
+DEMO_STEPS, DEMO_IMG_SIZE, DEMO_EPISODES, DEMO_BATCH = 500, 128, 300, 8
+BN_BATCHES = 16  # random backbone: BatchNorm statistics re-estimated on 16 x 8 training queries
 SMOKE_STEPS, SMOKE_IMG_SIZE, SMOKE_EPISODES = 4, 64, 8
 
 
@@ -58,7 +62,7 @@ def run_demo(out="demo_out", steps=None, img_size=None, episodes=None, seed=0, p
     weights = "imagenet" if imagenet_weights_available("resnet50") else None
     print(
         f"hsnet demo: toy benchmark, fold 0, ResNet-50 backbone with "
-        f"{'ImageNet weights (found on disk)' if weights else 'RANDOM weights (no ImageNet weights on disk)'}; "
+        f"{'ImageNet weights (found on disk)' if weights else 'RANDOM weights (no ImageNet weights on disk; BatchNorm statistics re-estimated on toy images)'}; "
         f"{img_size}x{img_size}, {steps} training steps of {DEMO_BATCH} episodes; {episodes} test episodes/shot"
     )
     torch.manual_seed(seed)
@@ -70,6 +74,7 @@ def run_demo(out="demo_out", steps=None, img_size=None, episodes=None, seed=0, p
         img_size=img_size,
         batch_size=DEMO_BATCH,
         epochs=2,
+        recalibrate_bn=0 if weights else BN_BATCHES,
         max_steps_per_epoch=max(1, steps // 2),
         val_episodes=max(episodes // 3, 4),
         num_workers=0 if quick else 1,

@@ -35,6 +35,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm.auto import tqdm
 
 from . import __version__
+from .backbone import recalibrate_batchnorm
 from .checkpoint import load_checkpoint_file, save_atomic
 from .data import make_benchmark
 from .evaluation import evaluate, resolve_device
@@ -51,6 +52,7 @@ class TrainConfig:
     kernel: str = "center-pivot"  # 4D kernel: center-pivot | full | separable
     weights: str | None = "imagenet"  # backbone init: "imagenet", None (random) or a local file
     use_support_mask: bool = True  # False trains HSNet† (no support feature masking)
+    recalibrate_bn: int = 0  # random backbone only: re-estimate BatchNorm stats on N training batches (0: off)
     shot: int = 1  # supports per training episode (the paper trains 1-shot)
     img_size: int = 400  # square input size
     batch_size: int = 20  # episodes per step (paper: 20 PASCAL/FSS, 40 COCO), over all processes
@@ -75,6 +77,8 @@ class TrainConfig:
             raise ValueError(f"amp must be 'off', 'bf16' or 'fp16', got {self.amp!r}")
         if self.schedule not in ("constant", "cosine", "poly"):
             raise ValueError(f"schedule must be 'constant', 'cosine' or 'poly', got {self.schedule!r}")
+        if self.recalibrate_bn and self.weights is not None:
+            raise ValueError("recalibrate_bn is for a random backbone (weights=None); ImageNet statistics are kept")
         if self.batch_size < 1 or self.epochs < 1 or self.eval_every < 1:
             raise ValueError("batch_size, epochs and eval_every must be >= 1")
 
@@ -231,6 +235,7 @@ def train(config: TrainConfig) -> TrainResult:
     """Train HSNet as ``config`` says; returns the best val mIoU and the per-epoch history."""
     config.validate()
     device = resolve_device(config.device)
+    autocast(device, config.amp)  # fail early on an impossible amp/device pair
     if device.type == "cuda" and "LOCAL_RANK" in os.environ:
         device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
         torch.cuda.set_device(device)
@@ -251,6 +256,11 @@ def train(config: TrainConfig) -> TrainResult:
     scheduler = make_scheduler(optimizer, config.schedule, steps_per_epoch * config.epochs)
     scaler = torch.amp.GradScaler("cuda") if config.amp == "fp16" else None
     start_epoch, best_miou, best_epoch = 0, -1.0, -1
+
+    if config.recalibrate_bn:  # identical on every rank: same seeded batches
+        loader = train_loader(train_set, config.batch_size, 10**6, config.seed, config.num_workers, (0, 1))
+        queries = (b["query_img"].to(device) for _, b in zip(range(config.recalibrate_bn), loader))
+        recalibrate_batchnorm(model.backbone, queries)
 
     if config.resume and (logdir / "last.pt").exists():
         ckpt = load_checkpoint_file(logdir / "last.pt")

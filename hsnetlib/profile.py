@@ -1,0 +1,153 @@
+"""Measuring HSNet: Table 4 (the three 4D kernels) and per-episode inference latency.
+
+Conventions, stated once:
+- FLOPs come from ``torch.utils.flop_counter.FlopCounterMode``, which counts one multiply-add
+  as **2** FLOPs. We also report GMACs (= GFLOPs / 2), the unit that the paper's 20.56 G for
+  the center-pivot learner matches (see notebook 02 / benchmarks/RESULTS.md).
+- FLOPs, time and memory are for a 1-shot episode of batch 1. FLOPs and the "learner" column
+  cover the 4D learner + decoder only (the backbone is the same for every kernel).
+- Time: median of ``repeats`` calls of ``predict`` after one warm-up, CUDA-synchronized on GPU.
+- Memory: CUDA: ``torch.cuda.max_memory_allocated`` during the episode. CPU: the increase of
+  the process's peak resident set size (``ru_maxrss``) during the episode, measured in a fresh
+  process per kernel so that one kernel's peak cannot hide another's.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import resource
+import statistics
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+import pandas as pd
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from .evaluation import resolve_device
+from .model import HSNet
+
+KERNEL_NAMES = ("full", "separable", "center-pivot")
+
+# Table 4 of the paper (ResNet-101, PASCAL-5i, 400x400, Intel i7-7820X + Titan Xp). Also in data/paper/table4.csv.
+PAPER_TABLE4 = {
+    "full": {"params_M": 11.3, "time_ms": 512.17, "memory_GB": 4.12, "GFLOPs": 702.35, "miou_1shot": 64.9},
+    "separable": {"params_M": 4.4, "time_ms": 28.48, "memory_GB": 1.50, "GFLOPs": 28.40, "miou_1shot": 65.9},
+    "center-pivot": {"params_M": 2.6, "time_ms": 25.51, "memory_GB": 1.39, "GFLOPs": 20.56, "miou_1shot": 66.2},
+}
+
+
+def default_img_size(device: torch.device) -> int:
+    """400 (the paper's) on CUDA; 160 on CPU so that the whole Table 4 finishes in about 2 minutes."""
+    return 400 if device.type == "cuda" else 160
+
+
+def episode(img_size: int, shot: int = 1, batch: int = 1, device="cpu", seed: int = 0):
+    """A random episode: (query (B,3,s,s), supports (B,K,3,s,s), masks (B,K,s,s)) with a centred box mask."""
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(batch, 3, img_size, img_size, generator=g)
+    s = torch.randn(batch, shot, 3, img_size, img_size, generator=g)
+    m = torch.zeros(batch, shot, img_size, img_size)
+    m[..., img_size // 4 : 3 * img_size // 4, img_size // 4 : 3 * img_size // 4] = 1
+    return q.to(device), s.to(device), m.to(device)
+
+
+def learner_flops(model: HSNet, img_size: int) -> int:
+    """FLOPs (2 per multiply-add) of the 4D learner + decoder on a 1-shot, batch-1 episode."""
+    q, s, m = episode(img_size, device=next(model.parameters()).device)
+    with torch.no_grad():
+        pyramid = model.hypercorrelation(model.features(q), model.features(s[:, 0]), m[:, 0])
+        counter = FlopCounterMode(display=False)
+        with counter:
+            model.hpn_learner(pyramid)
+    return counter.get_total_flops()
+
+
+def time_predict(model: HSNet, inputs, repeats: int = 5, **kwargs) -> float:
+    """Median seconds of ``model.predict(*inputs)`` after one warm-up call."""
+    device = inputs[0].device
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    times = []
+    with torch.inference_mode():
+        for i in range(repeats + 1):
+            sync()
+            t0 = time.perf_counter()
+            model.predict(*inputs, **kwargs)
+            sync()
+            if i:
+                times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _rss_now_kb() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() // 1024
+
+
+def measure_kernel(kernel: str, backbone: str, img_size: int, repeats: int, device: str) -> dict:
+    """One row of Table 4 for ``kernel`` (run in a fresh process on CPU for a clean memory peak)."""
+    device = resolve_device(device)
+    torch.manual_seed(0)
+    model = HSNet(backbone, kernel=kernel).to(device).eval()
+    inputs = episode(img_size, device=device)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        with torch.inference_mode():
+            model.predict(*inputs)
+        torch.cuda.synchronize()
+        memory_mb = (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    else:
+        base = _rss_now_kb()
+        with torch.inference_mode():
+            model.predict(*inputs)
+        memory_mb = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base, 0) / 1024
+    flops = learner_flops(model, img_size)
+    return {
+        "kernel": kernel,
+        "params_M": model.num_learnable_parameters() / 1e6,
+        "GFLOPs": flops / 1e9,
+        "GMACs": flops / 2e9,
+        "time_ms": 1000 * time_predict(model, inputs, repeats),
+        "memory_MB": memory_mb,
+    }
+
+
+def kernel_table(
+    backbone="resnet101", img_size=None, repeats=3, device="auto", kernels=KERNEL_NAMES, isolate=True
+) -> pd.DataFrame:
+    """Table 4 on this machine: params, learner FLOPs, per-episode time and memory per kernel,
+    the paper's numbers beside ours, and the ratios to center-pivot (what transfers across machines).
+
+    isolate: measure each kernel in a fresh process (CPU memory peaks need it).
+    """
+    dev = resolve_device(device)
+    img_size = img_size or default_img_size(dev)
+    args = [(k, backbone, img_size, repeats, str(dev)) for k in kernels]
+    if isolate and dev.type == "cpu":
+        with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn"), max_tasks_per_child=1) as pool:
+            rows = list(pool.map(measure_kernel, *zip(*args)))
+    else:
+        rows = [measure_kernel(*a) for a in args]
+    table = pd.DataFrame(rows).set_index("kernel")
+    cp = table.loc["center-pivot"] if "center-pivot" in table.index else None
+    for col, paper_col in (
+        ("time_ms", "time_ms"),
+        ("GMACs", "GFLOPs"),
+        ("memory_MB", "memory_GB"),
+        ("params_M", "params_M"),
+    ):
+        table[f"paper_{paper_col}"] = [PAPER_TABLE4[k][paper_col] for k in table.index]
+        if cp is not None:
+            table[f"{col}_vs_CP"] = table[col] / cp[col]
+            table[f"paper_{paper_col}_vs_CP"] = table[f"paper_{paper_col}"] / PAPER_TABLE4["center-pivot"][paper_col]
+    table.attrs.update(
+        backbone=backbone,
+        img_size=img_size,
+        device=str(dev),
+        repeats=repeats,
+        torch=torch.__version__,
+        threads=torch.get_num_threads(),
+    )
+    return table.round(3)

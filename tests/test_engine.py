@@ -1,0 +1,192 @@
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from hsnetlib import HSNet
+from hsnetlib.checkpoint import save_atomic
+from hsnetlib.data import make_benchmark
+from hsnetlib.engine import TrainConfig, make_scheduler, train, train_one_epoch
+
+TINY = dict(
+    benchmark="toy",
+    backbone="resnet50",
+    weights=None,
+    img_size=64,
+    batch_size=4,
+    epochs=2,
+    max_steps_per_epoch=2,
+    val_episodes=4,
+    progress=False,
+)
+
+
+def learner_state(model):
+    return {k: v.clone() for k, v in model.hpn_learner.state_dict().items()}
+
+
+def test_loss_decreases_on_a_repeated_toy_batch():
+    ds = make_benchmark("toy", split="trn", img_size=64)
+    batch = torch.utils.data.default_collate([ds[i] for i in range(4)])
+    model = HSNet("resnet50")
+    opt = torch.optim.Adam(model.hpn_learner.parameters(), lr=1e-3)
+    stats = [
+        train_one_epoch(
+            model,
+            [batch] * 6,
+            opt,
+            make_scheduler(opt, "constant", 6),
+            torch.device("cpu"),
+            class_ids=ds.class_ids,
+            progress=False,
+        )
+        for _ in range(3)
+    ]
+    assert stats[-1]["loss"] < stats[0]["loss"]
+    assert all(s["steps"] == 6 for s in stats)
+
+
+def test_resume_gives_the_same_weights_as_a_straight_run(tmp_path):
+    straight = train(TrainConfig(**TINY, logdir=str(tmp_path / "a")))
+    train(TrainConfig(**{**TINY, "epochs": 1}, logdir=str(tmp_path / "b")))
+    resumed = train(TrainConfig(**TINY, logdir=str(tmp_path / "b"), resume=True))
+    for k, v in learner_state(straight.model).items():
+        assert torch.equal(v, resumed.model.hpn_learner.state_dict()[k]), k
+    assert list(resumed.history["epoch"]) == [0, 1]
+    assert {"config.json", "metrics.csv", "last.pt", "best.pt"} <= set(os.listdir(tmp_path / "b"))
+    ckpt = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
+    assert ckpt["epoch"] == 1 and set(ckpt) >= {"model", "optimizer", "scheduler", "rng", "config", "best_miou"}
+    assert HSNet.from_official_checkpoint(tmp_path / "b" / "best.pt").backbone_name == "resnet50"
+
+
+def test_crash_during_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    save_atomic({"epoch": torch.tensor(1)}, path)
+
+    def crash(obj, f, *a, **k):
+        f.write(b"half a checkpoint")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        save_atomic({"epoch": torch.tensor(2)}, path)
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=True)["epoch"] == 1
+    assert os.listdir(tmp_path) == ["last.pt"]
+
+
+def test_bad_config_values():
+    with pytest.raises(ValueError, match="amp must be"):
+        train(TrainConfig(**{**TINY, "amp": "int8"}))
+    with pytest.raises(ValueError, match="needs CUDA"):
+        train(TrainConfig(**{**TINY, "amp": "fp16", "device": "cpu"}, logdir="/tmp/hsnet-unused"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_process_gloo_ddp_ends_with_identical_weights(tmp_path):
+    import ddp_worker
+
+    config = {**TINY, "epochs": 1, "max_steps_per_epoch": 3, "logdir": str(tmp_path / "run")}
+    mp.spawn(ddp_worker.run, args=(2, free_port(), config, str(tmp_path)), nprocs=2, join=True)
+    w0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    w1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    assert all(torch.equal(w0[k], w1[k]) for k in w0)
+    start = HSNet("resnet50").hpn_learner.state_dict()  # same seed 0 init: training moved the weights
+    assert any(not torch.equal(w0[k], start[k]) for k in w0)
+    assert (tmp_path / "run" / "last.pt").exists()  # rank 0 wrote the run folder
+
+
+def hsnet(*args, cwd=None):
+    return subprocess.run(
+        [sys.executable, "-m", "hsnetlib.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, "HSNET_SMOKE": "1"},
+        timeout=300,
+    )
+
+
+def test_cli_help_and_version():
+    for args in (["--help"], ["train", "--help"], ["test", "--help"], ["prepare", "--help"], ["demo", "--help"]):
+        r = hsnet(*args)
+        assert r.returncode == 0 and "usage: hsnet" in r.stdout
+    assert hsnet("--version").stdout.startswith("hsnetlib ")
+
+
+@pytest.mark.slow
+def test_cli_train_then_test_on_toy(tmp_path):
+    run = tmp_path / "run"
+    r = hsnet(
+        "train",
+        "--benchmark",
+        "toy",
+        "--backbone",
+        "resnet50",
+        "--weights",
+        "none",
+        "--img-size",
+        "64",
+        "--bsz",
+        "2",
+        "--niter",
+        "1",
+        "--max-steps-per-epoch",
+        "2",
+        "--val-episodes",
+        "2",
+        "--logpath",
+        str(run),
+    )
+    assert r.returncode == 0, r.stderr
+    assert "best val mIoU" in r.stdout and (run / "best.pt").exists()
+    r = hsnet(
+        "test",
+        "--benchmark",
+        "toy",
+        "--backbone",
+        "resnet50",
+        "--load",
+        str(run / "best.pt"),
+        "--img-size",
+        "64",
+        "--episodes",
+        "4",
+        "--out",
+        str(tmp_path / "res.csv"),
+    )
+    assert r.returncode == 0, r.stderr
+    assert "mIoU" in r.stdout and (tmp_path / "res.csv").read_text().startswith("benchmark,fold,shot,miou,fb_iou")
+    r = hsnet("test", "--benchmark", "toy", "--backbone", "resnet101", "--load", str(run / "best.pt"))
+    assert r.returncode == 2 and "looks like a resnet50 model" in r.stderr and len(r.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "--backbone", "resnet18"], "invalid choice: 'resnet18'"),
+        (["test", "--benchmark", "toy", "--fold", "7", "--load", "x.pt"], "not found"),
+        (
+            ["train", "--benchmark", "toy", "--fold", "7", "--weights", "none", "--logpath", "/tmp/x"],
+            "fold 7 out of range",
+        ),
+        (
+            ["train", "--benchmark", "pascal", "--datapath", "/nonexistent", "--weights", "none"],
+            "VOC2012/JPEGImages not found",
+        ),
+    ],
+)
+def test_cli_bad_input_is_one_clear_line(args, message):
+    r = hsnet(*args)
+    assert r.returncode == 2
+    assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
