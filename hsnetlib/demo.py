@@ -60,10 +60,14 @@ def run_demo(out="demo_out", steps=None, img_size=None, episodes=None, seed=0, p
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     weights = "imagenet" if imagenet_weights_available("resnet50") else None
+    backbone_note = (
+        "ImageNet weights (found on disk)"
+        if weights
+        else "RANDOM weights (no ImageNet weights on disk; BatchNorm statistics re-estimated on toy images)"
+    )
     print(
-        f"hsnet demo: toy benchmark, fold 0, ResNet-50 backbone with "
-        f"{'ImageNet weights (found on disk)' if weights else 'RANDOM weights (no ImageNet weights on disk; BatchNorm statistics re-estimated on toy images)'}; "
-        f"{img_size}x{img_size}, {steps} training steps of {DEMO_BATCH} episodes; {episodes} test episodes/shot"
+        f"hsnet demo: toy benchmark, fold 0, ResNet-50 backbone with {backbone_note}; {img_size}x{img_size}, "
+        f"{steps} training steps of {DEMO_BATCH} episodes; {episodes} test episodes/shot"
     )
     torch.manual_seed(seed)
     config = TrainConfig(
