@@ -1,0 +1,86 @@
+"""Widget logic, driven the way a user drives it: set values, click buttons, read the state."""
+
+import datetime
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from hsnetlib import HSNet
+from hsnetlib.correlation import correlation, mask_features
+from hsnetlib.data import make_benchmark
+from hsnetlib.widgets import CorrelationExplorer, EpisodeExplorer, layer_names
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return HSNet("resnet50").eval()
+
+
+def test_correlation_explorer_follows_sliders_and_dropdown(model):
+    item = make_benchmark("toy", split="test", img_size=64, num_episodes=2)[0]
+    ex = CorrelationExplorer(model, item["query_img"], item["support_imgs"][0], item["support_masks"][0])
+    assert [label for label, _ in ex.layer.options] == layer_names(model) and len(ex.maps) == 13
+    ex.layer.value = 12  # last entry = level 3 (layer2 group), its 4th layer = feature index 3
+    ex.x.value, ex.y.value = 0.3, 0.7
+    q = model.features(item["query_img"][None])[3]
+    s = mask_features(model.features(item["support_imgs"][0][None]), item["support_masks"][0][None])[3]
+    Ha, Wa = q.shape[-2:]
+    i, j = int(0.7 * Ha), int(0.3 * Wa)
+    assert ex.position() == (i, j)
+    torch.testing.assert_close(ex.current_map(), correlation(q, s)[0, i, j])
+    ex.layer.value = 0  # level 1 = layer4 group, first = feature index 10
+    assert ex.current_map().shape == model.features(item["query_img"][None])[10].shape[-2:]
+
+
+def test_episode_explorer_run_button_compares_hsnet_and_dagger(model):
+    dagger = HSNet("resnet50", use_support_mask=False).eval()
+    dagger.load_state_dict(model.state_dict())
+    ex = EpisodeExplorer({"HSNet": model, "HSNet†": dagger}, img_size=64)
+    ex.shot.value, ex.index.value, ex.fold.value = 5, 3, 2
+    ex.run.click()
+    res = ex.result
+    assert res["item"]["support_imgs"].shape == (5, 3, 64, 64)
+    assert set(res["preds"]) == {"HSNet", "HSNet†"} and res["preds"]["HSNet"].shape == (64, 64)
+    assert all(0 <= v <= 100 for v in res["iou"].values())
+    ds = make_benchmark("toy", fold=2, split="test", shot=5, img_size=64)
+    assert int(res["item"]["class_id"]) == ds.episode(3).class_id and "IoU" in ex.status.value
+    expected = model.predict(
+        res["item"]["query_img"][None], res["item"]["support_imgs"][None], res["item"]["support_masks"][None]
+    )[0]
+    assert torch.equal(res["preds"]["HSNet"], expected)
+
+
+def png_bytes(array):
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def upload(widget, content):
+    widget.value = (
+        {
+            "name": "x.png",
+            "type": "image/png",
+            "size": len(content),
+            "content": memoryview(content),
+            "last_modified": 0,
+        },
+    )
+
+
+def test_episode_explorer_on_uploaded_images(model):
+    ex = EpisodeExplorer({"HSNet": model}, img_size=64)
+    assert ex.segment_uploads() == {} and "Upload" in ex.status.value  # nothing uploaded yet
+    rng = np.random.default_rng(0)
+    upload(ex.query_upload, png_bytes(rng.integers(0, 255, (50, 70, 3), dtype=np.uint8)))
+    upload(ex.support_upload, png_bytes(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)))
+    mask = np.zeros((40, 40), np.uint8)
+    mask[10:30, 10:30] = 255
+    upload(ex.mask_upload, png_bytes(mask))
+    ex.use_uploads.click()
+    assert ex.result["preds"]["HSNet"].shape == (64, 64) and ex.result["iou"]["HSNet"] is None
+    assert ex.result["item"]["support_masks"].sum() > 0
