@@ -67,7 +67,7 @@ def upload(widget, content):
             "type": "image/png",
             "size": len(content),
             "content": memoryview(content),
-            "last_modified": 0,
+            "last_modified": datetime.datetime.now(datetime.timezone.utc),
         },
     )
 
