@@ -111,3 +111,23 @@ def correlation_maps(maps: Sequence[np.ndarray], titles: Sequence[str], support_
     fig.colorbar(im, ax=list(axes[0]), fraction=0.02, label="correlation")
     fig.suptitle(suptitle)
     return fig
+
+
+def show_episode(item: dict, title: str = "An episode"):
+    """Supports with their masks (blue), the query and its ground truth (green), from a dataset item."""
+    k = item["support_imgs"].shape[0]
+    fig, axes = plt.subplots(1, k + 2, figsize=(2.3 * (k + 2), 2.6), squeeze=False)
+    for j in range(k):
+        show(
+            axes[0, j],
+            to_image(item["support_imgs"][j]),
+            f"support {j + 1}",
+            item["support_masks"][j],
+            COLORS["support"],
+        )
+    query = to_image(item["query_img"])
+    show(axes[0, k], query, "query")
+    show(axes[0, k + 1], query, "query ground truth", item["query_mask"], COLORS["gt"])
+    fig.suptitle(f"{title} (class {int(item['class_id'])})")
+    fig.tight_layout()
+    return fig
