@@ -40,7 +40,7 @@ class CorrelationExplorer:
     ``maps[l][i, j]`` for the chosen query position, drawn over the support image.
     """
 
-    def __init__(self, model, query_img, support_img, support_mask):
+    def __init__(self, model, query_img, support_img, support_mask, x: float = 0.5, y: float = 0.5):
         self.model = model
         self.query, self.support, self.mask = query_img, support_img, support_mask
         with torch.no_grad():
@@ -53,8 +53,8 @@ class CorrelationExplorer:
             end -= size
         self.maps = [correlation(q_feats[i], s_feats[i])[0] for i in order]  # each (Ha, Wa, Hb, Wb)
         self.layer = W.Dropdown(options=list(zip(layer_names(model), range(len(order)))), description="layer")
-        self.x = W.FloatSlider(0.5, min=0, max=0.999, step=0.01, description="query x")
-        self.y = W.FloatSlider(0.5, min=0, max=0.999, step=0.01, description="query y")
+        self.x = W.FloatSlider(x, min=0, max=0.999, step=0.01, description="query x")
+        self.y = W.FloatSlider(y, min=0, max=0.999, step=0.01, description="query y")
         self.out = W.Output()
         for w in (self.layer, self.x, self.y):
             w.observe(lambda _: self.draw(), names="value")
@@ -65,10 +65,12 @@ class CorrelationExplorer:
         Ha, Wa = self.maps[self.layer.value].shape[:2]
         return int(self.y.value * Ha), int(self.x.value * Wa)
 
-    def current_map(self) -> torch.Tensor:
-        """C_l(x_q, .) over the support dims, (Hb, Wb), for the selected layer and position."""
-        i, j = self.position()
-        return self.maps[self.layer.value][i, j]
+    def current_map(self, layer: int | None = None) -> torch.Tensor:
+        """C_l(x_q, .) over the support dims, (Hb, Wb), at the sliders' position, for the selected
+        layer (or ``layer``, an index into the dropdown's list, without touching the widgets)."""
+        layer = self.layer.value if layer is None else layer
+        Ha, Wa = self.maps[layer].shape[:2]
+        return self.maps[layer][int(self.y.value * Ha), int(self.x.value * Wa)]
 
     def draw(self):
         self.out.clear_output(wait=True)
