@@ -146,8 +146,13 @@ def cmd_bench(args):
         )
     else:
         table = profile.inference_table(
-            backbones=args.backbones, img_size=args.img_size, repeats=args.repeats, device=args.device
+            backbones=args.backbones,
+            img_size=args.img_size,
+            repeats=args.repeats,
+            device=args.device,
+            batch=args.batch,
         )
+    print(table.attrs)
     print(table.to_string())
     if args.out:
         table.to_csv(args.out)
@@ -226,7 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone", default="resnet101")
     p.add_argument("--backbones", nargs="+", default=["resnet50"])
     p.add_argument("--img-size", type=int, default=None)
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--batch", type=int, default=1, help="episodes per call (inference)")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default=None, help="also write the table to this CSV")
     p.set_defaults(func=cmd_bench)

@@ -151,28 +151,39 @@ class HSNet(nn.Module):
         size = tuple(size) if size is not None else tuple(query_img.shape[-2:])
         return F.interpolate(logits, size, mode="bilinear", align_corners=True)
 
-    @torch.no_grad()
-    def predict(self, query_img, support_imgs, support_masks, size=None, fused=True) -> torch.Tensor:
-        """K-shot prediction: (B,3,H,W), (B,K,3,H,W), (B,K,H,W) -> binary mask (B, H, W) (or ``size``).
+    def kshot_logits(self, query_img, support_imgs, support_masks, size=None, fused=True, precision="fp32"):
+        """Logits of every shot: (B,3,H,W), (B,K,3,H,W), (B,K,H,W) -> (B, K, 2, H, W) (or ``size``).
 
-        ``size=(h, w)`` upsamples the logits to that size before the argmax (original-size evaluation).
-        ``fused=False`` runs the network once per shot, as the official code does (the test oracle);
-        the default computes the query features once and all K shots as one batch.
+        ``fused=False`` runs the network once per shot, query backbone included, as the official
+        code does (the correctness oracle); the default computes the query features once and runs
+        all K shots as one batch. ``precision="bf16"`` uses bfloat16 autocast (CPU or CUDA).
         """
         check_episode(query_img, support_imgs, support_masks)
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
         B, K = support_imgs.shape[:2]
-        if not fused:
-            votes = [self(query_img, support_imgs[:, k], support_masks[:, k], size).argmax(1) for k in range(K)]
-            votes = torch.stack(votes, dim=1)  # (B, K, H, W)
-        else:
+        size = tuple(size) if size is not None else tuple(query_img.shape[-2:])
+        amp = torch.autocast(query_img.device.type, torch.bfloat16, enabled=precision == "bf16")
+        with torch.inference_mode(), amp:
+            if not fused:
+                logits = [self(query_img, support_imgs[:, k], support_masks[:, k], size).float() for k in range(K)]
+                return torch.stack(logits, dim=1)  # (B, K, 2, H, W)
             query_feats = [f.repeat_interleave(K, dim=0) for f in self.features(query_img)]  # (B*K, C, h, w)
             support_feats = self.features(support_imgs.flatten(0, 1))  # (B*K, C, h, w)
             pyramid = self.hypercorrelation(query_feats, support_feats, support_masks.flatten(0, 1))
-            logits = self.hpn_learner(pyramid)  # (B*K, 2, h, w)
-            size = tuple(size) if size is not None else tuple(query_img.shape[-2:])
+            logits = self.hpn_learner(pyramid).float()  # (B*K, 2, h, w)
             logits = F.interpolate(logits, size, mode="bilinear", align_corners=True)
-            votes = logits.argmax(1).view(B, K, *size)  # (B, K, H, W)
-        return votes[:, 0] if K == 1 else vote_kshot(votes)
+            return logits.view(B, K, 2, *size)
+
+    def predict(self, query_img, support_imgs, support_masks, size=None, fused=True, precision="fp32"):
+        """K-shot prediction: (B,3,H,W), (B,K,3,H,W), (B,K,H,W) -> binary mask (B, H, W) (or ``size``).
+
+        K = 1: argmax. K > 1: the official vote over the K argmax masks (:func:`vote_kshot`).
+        ``size=(h, w)`` upsamples the logits to that size before the argmax (original-size evaluation).
+        ``fused`` / ``precision``: see :meth:`kshot_logits`.
+        """
+        votes = self.kshot_logits(query_img, support_imgs, support_masks, size, fused, precision).argmax(2)
+        return votes[:, 0] if votes.shape[1] == 1 else vote_kshot(votes)  # (B, H, W)
 
     @classmethod
     def from_official_checkpoint(cls, path: str | os.PathLike, backbone: str | None = None, **kwargs) -> HSNet:

@@ -151,3 +151,87 @@ def kernel_table(
         threads=torch.get_num_threads(),
     )
     return table.round(3)
+
+
+def gemm_peak_gflops(dtype=torch.float32, n: int = 2048, repeats: int = 5, device="cpu") -> float:
+    """Measured matmul throughput (GFLOP/s, 2 per multiply-add) of an n x n x n product: this machine's ceiling."""
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    times = []
+    for i in range(repeats + 1):
+        sync()
+        t0 = time.perf_counter()
+        a @ b
+        sync()
+        if i:
+            times.append(time.perf_counter() - t0)
+    return 2 * n**3 / statistics.median(times) / 1e9
+
+
+def predict_flops(model: HSNet, inputs, **kwargs) -> int:
+    """FLOPs (2 per multiply-add) of one ``model.predict`` call, backbone included."""
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model.predict(*inputs, **kwargs)
+    return counter.get_total_flops()
+
+
+def inference_table(
+    backbones=("resnet50",), img_size=None, repeats=3, device="auto", shots=(1, 5), precisions=("fp32", "bf16"), batch=1
+) -> pd.DataFrame:
+    """Per-episode latency of ``HSNet.predict``: fused (default) vs the per-shot reference path
+    (the official code's structure), fp32 and bf16, with FLOPs and achieved GFLOP/s.
+
+    The reference path is timed in fp32 only (it is the baseline). ``img_size`` defaults to 400.
+    """
+    dev = resolve_device(device)
+    img_size = img_size or 400
+    peak = {p: gemm_peak_gflops(torch.float32 if p == "fp32" else torch.bfloat16, device=dev) for p in precisions}
+    rows = []
+    for backbone in backbones:
+        torch.manual_seed(0)
+        model = HSNet(backbone).to(dev).eval()
+        for shot in shots:
+            inputs = episode(img_size, shot, batch, dev)
+            ref = time_predict(model, inputs, repeats, fused=False)
+            ref_flops = predict_flops(model, inputs, fused=False)
+            rows.append(
+                {
+                    "backbone": backbone,
+                    "shot": shot,
+                    "path": "reference",
+                    "precision": "fp32",
+                    "ms": 1000 * ref,
+                    "GFLOP": ref_flops / 1e9,
+                    "GFLOP/s": ref_flops / ref / 1e9,
+                    "speedup_vs_reference": 1.0,
+                    "gemm_peak_GFLOP/s": peak.get("fp32"),
+                }
+            )
+            flops = predict_flops(model, inputs)
+            for precision in precisions:
+                t = time_predict(model, inputs, repeats, precision=precision)
+                rows.append(
+                    {
+                        "backbone": backbone,
+                        "shot": shot,
+                        "path": "fused",
+                        "precision": precision,
+                        "ms": 1000 * t,
+                        "GFLOP": flops / 1e9,
+                        "GFLOP/s": flops / t / 1e9,
+                        "speedup_vs_reference": ref / t,
+                        "gemm_peak_GFLOP/s": peak[precision],
+                    }
+                )
+    table = pd.DataFrame(rows)
+    table.attrs.update(
+        img_size=img_size,
+        batch=batch,
+        device=str(dev),
+        torch=torch.__version__,
+        threads=torch.get_num_threads(),
+        repeats=repeats,
+    )
+    return table.round(2)

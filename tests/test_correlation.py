@@ -41,3 +41,11 @@ def test_hypercorrelation_groups_deepest_first():
     assert [tuple(p.shape) for p in pyramid] == [(B, 1, 2, 2, 2, 2), (B, 1, 4, 4, 4, 4), (B, 2, 8, 8, 8, 8)]
     torch.testing.assert_close(pyramid[2][:, 1], correlation(feats_q[1], feats_s[1]))
     torch.testing.assert_close(pyramid[0][:, 0], correlation(feats_q[3], feats_s[3]))
+
+
+def test_masked_out_support_columns_are_skipped_exactly():
+    fq, fs = torch.randn(2, 5, 3, 4, dtype=torch.float64), torch.randn(2, 5, 4, 3, dtype=torch.float64)
+    fs[:, :, 1:, :] = 0  # only the first support row survives the mask, in both batch items
+    fs[1, :, 0, 0] = 0  # and one position of item 1 only
+    torch.testing.assert_close(correlation(fq, fs), cosine_correlation(fq, fs))
+    assert (correlation(fq, torch.zeros_like(fs)) == 0).all()  # empty mask: all zeros, no NaN
