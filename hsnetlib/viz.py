@@ -40,6 +40,12 @@ def show(ax, image, title: str, mask=None, color=None) -> None:
     ax.set_yticks([])
 
 
+def show_supports(axes, support_imgs, support_masks) -> None:
+    """Draw K supports with their masks (blue) on the first K of ``axes``."""
+    for j, (img, mask) in enumerate(zip(support_imgs, support_masks)):
+        show(axes[j], to_image(img), f"support {j + 1}", mask, COLORS["support"])
+
+
 def episode_grid(rows: Sequence[dict], title: str = "Few-shot segmentation episodes"):
     """One row per episode: supports (blue mask) | query | ground truth (green) | prediction (red).
 
@@ -49,17 +55,9 @@ def episode_grid(rows: Sequence[dict], title: str = "Few-shot segmentation episo
     k = max(r["support_imgs"].shape[0] for r in rows)
     fig, axes = plt.subplots(len(rows), k + 3, figsize=(2.2 * (k + 3), 2.3 * len(rows)), squeeze=False)
     for ax_row, r in zip(axes, rows):
-        for j in range(k):
-            if j < r["support_imgs"].shape[0]:
-                show(
-                    ax_row[j],
-                    to_image(r["support_imgs"][j]),
-                    f"support {j + 1}",
-                    r["support_masks"][j],
-                    COLORS["support"],
-                )
-            else:
-                ax_row[j].axis("off")
+        show_supports(ax_row, r["support_imgs"], r["support_masks"])
+        for j in range(r["support_imgs"].shape[0], k):
+            ax_row[j].axis("off")
         query = to_image(r["query_img"])
         cls = f" (class {int(r['class_id'])})" if "class_id" in r else ""
         show(ax_row[k], query, "query" + cls)
@@ -117,14 +115,7 @@ def show_episode(item: dict, title: str = "An episode"):
     """Supports with their masks (blue), the query and its ground truth (green), from a dataset item."""
     k = item["support_imgs"].shape[0]
     fig, axes = plt.subplots(1, k + 2, figsize=(2.3 * (k + 2), 2.6), squeeze=False)
-    for j in range(k):
-        show(
-            axes[0, j],
-            to_image(item["support_imgs"][j]),
-            f"support {j + 1}",
-            item["support_masks"][j],
-            COLORS["support"],
-        )
+    show_supports(axes[0], item["support_imgs"], item["support_masks"])
     query = to_image(item["query_img"])
     show(axes[0, k], query, "query")
     show(axes[0, k + 1], query, "query ground truth", item["query_mask"], COLORS["gt"])

@@ -22,7 +22,7 @@ from .correlation import correlation, mask_features
 from .data import make_benchmark
 from .data.episodes import image_transform, resize_mask
 from .metrics import intersection_union
-from .viz import COLORS, overlay, show, to_image
+from .viz import COLORS, overlay, show, show_supports, to_image
 
 
 def layer_names(model) -> list[str]:
@@ -198,14 +198,7 @@ class EpisodeExplorer:
         self.out.clear_output(wait=True)
         with self.out:
             fig, axes = plt.subplots(1, k + 1 + len(preds), figsize=(2.3 * (k + 1 + len(preds)), 2.6), squeeze=False)
-            for j in range(k):
-                show(
-                    axes[0, j],
-                    to_image(item["support_imgs"][j]),
-                    f"support {j + 1}",
-                    item["support_masks"][j],
-                    COLORS["support"],
-                )
+            show_supports(axes[0], item["support_imgs"], item["support_masks"])
             query = to_image(item["query_img"])
             show(axes[0, k], query, "query + ground truth", item.get("query_mask"), COLORS["gt"])
             for a, (name, pred) in zip(axes[0, k + 1 :], preds.items()):

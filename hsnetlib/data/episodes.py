@@ -203,3 +203,29 @@ def pascal_style_episodes(
         query, cls = metadata[i % len(metadata)]
         episodes.append(Episode(query, draw_supports(rs, classwise[cls], query, shot), int(cls)))
     return episodes
+
+
+class PascalProtocol:
+    """Episodes of the PASCAL-5i protocol over ``self.metadata`` = [(image name, class)] (PASCAL, toy).
+
+    Evaluation: :func:`pascal_style_episodes` (``self.num_episodes`` of them). Training: item i
+    queries metadata[i] and draws its supports from the images of the same class.
+    """
+
+    num_episodes = NUM_EVAL_EPISODES
+
+    def index_classes(self) -> None:
+        """Build ``self.classwise``: class -> its image names, in metadata order."""
+        self.classwise: dict[int, list[str]] = {}
+        for name, cls in self.metadata:
+            self.classwise.setdefault(cls, []).append(name)
+
+    def eval_episodes(self, rs):
+        return pascal_style_episodes(rs, self.metadata, self.shot, self.num_episodes)
+
+    def num_train_items(self):
+        return len(self.metadata)
+
+    def train_episode(self, rs, idx):
+        query, cls = self.metadata[idx]
+        return Episode(query, draw_supports(rs, self.classwise[cls], query, self.shot), cls)

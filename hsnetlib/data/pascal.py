@@ -15,21 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .episodes import (
-    DatasetError,
-    Episode,
-    EpisodicDataset,
-    draw_supports,
-    open_label_map,
-    open_rgb,
-    pascal_style_episodes,
-)
+from .episodes import DatasetError, EpisodicDataset, PascalProtocol, open_label_map, open_rgb
 from .splits import read_pascal_split, split_path
 
 IGNORE_LABEL = 255
 
 
-class PascalDataset(EpisodicDataset):
+class PascalDataset(PascalProtocol, EpisodicDataset):
     benchmark = "pascal"
     nclass = 20
 
@@ -63,20 +55,8 @@ class PascalDataset(EpisodicDataset):
         for g in folds:
             path = split_path(f"pascal/{kind}/fold{g}.txt", splits_dir, download_splits, verify_splits)
             self.metadata += read_pascal_split(path)
-        self.classwise: dict[int, list[str]] = {}
-        for name, cls in self.metadata:
-            self.classwise.setdefault(cls, []).append(name)
+        self.index_classes()
         self._finish_init()
-
-    def eval_episodes(self, rs):
-        return pascal_style_episodes(rs, self.metadata, self.shot)
-
-    def num_train_items(self):
-        return len(self.metadata)
-
-    def train_episode(self, rs, idx):
-        query, cls = self.metadata[idx]
-        return Episode(query, draw_supports(rs, self.classwise[cls], query, self.shot), cls)
 
     def read_image(self, name):
         return open_rgb(self.img_dir / f"{name}.jpg")

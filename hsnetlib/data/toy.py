@@ -23,7 +23,7 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image
 
-from .episodes import Episode, EpisodicDataset, draw_supports, pascal_style_episodes
+from .episodes import EpisodicDataset, PascalProtocol
 
 NATIVE = 160  # render size in pixels (images are then resized to img_size)
 SHAPES = ("disk", "square", "triangle", "star", "ring")
@@ -147,7 +147,7 @@ def render(seed: int, fold: int, split: str, index: int) -> tuple[np.ndarray, np
     return (img * 255).astype(np.uint8), label
 
 
-class ToyDataset(EpisodicDataset):
+class ToyDataset(PascalProtocol, EpisodicDataset):
     """The toy benchmark with the PASCAL-5i protocol; ``seed`` fixes the images (default 0)."""
 
     benchmark = "toy"
@@ -178,20 +178,8 @@ class ToyDataset(EpisodicDataset):
         for i in range(n_images):
             for cls in sorted({o.class_id for o in layout(image_seed, fold, split, i)} & wanted):
                 self.metadata.append((f"{split}/f{fold}/{i:05d}", cls))
-        self.classwise: dict[int, list[str]] = {}
-        for name, cls in self.metadata:
-            self.classwise.setdefault(cls, []).append(name)
+        self.index_classes()
         self._finish_init()
-
-    def eval_episodes(self, rs):
-        return pascal_style_episodes(rs, self.metadata, self.shot, self.num_episodes)
-
-    def num_train_items(self):
-        return len(self.metadata)
-
-    def train_episode(self, rs, idx):
-        query, cls = self.metadata[idx]
-        return Episode(query, draw_supports(rs, self.classwise[cls], query, self.shot), cls)
 
     def _render(self, name):
         split, fold, index = name.split("/")
