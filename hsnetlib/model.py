@@ -155,8 +155,9 @@ class HSNet(nn.Module):
         """Logits of every shot: (B,3,H,W), (B,K,3,H,W), (B,K,H,W) -> (B, K, 2, H, W) (or ``size``).
 
         ``fused=False`` runs the network once per shot, query backbone included, as the official
-        code does (the correctness oracle); the default computes the query features once and runs
-        all K shots as one batch. ``precision="bf16"`` uses bfloat16 autocast (CPU or CUDA).
+        code does (the correctness oracle). The default computes the query features once and runs
+        the K shots as one batch on CUDA, one after the other on CPU (measured faster there: large
+        6D batches thrash the cache, benchmarks/RESULTS.md). ``precision="bf16"``: bfloat16 autocast.
         """
         check_episode(query_img, support_imgs, support_masks)
         if precision not in ("fp32", "bf16"):
@@ -168,12 +169,18 @@ class HSNet(nn.Module):
             if not fused:
                 logits = [self(query_img, support_imgs[:, k], support_masks[:, k], size).float() for k in range(K)]
                 return torch.stack(logits, dim=1)  # (B, K, 2, H, W)
-            query_feats = [f.repeat_interleave(K, dim=0) for f in self.features(query_img)]  # (B*K, C, h, w)
-            support_feats = self.features(support_imgs.flatten(0, 1))  # (B*K, C, h, w)
-            pyramid = self.hypercorrelation(query_feats, support_feats, support_masks.flatten(0, 1))
-            logits = self.hpn_learner(pyramid).float()  # (B*K, 2, h, w)
-            logits = F.interpolate(logits, size, mode="bilinear", align_corners=True)
-            return logits.view(B, K, 2, *size)
+            query_feats = self.features(query_img)  # once for all K shots
+            chunk = K if query_img.device.type == "cuda" else 1  # CPU: large batches thrash the cache
+            logits = []
+            for k0 in range(0, K, chunk):
+                n = min(chunk, K - k0)
+                q = query_feats if n == 1 else [f.repeat_interleave(n, dim=0) for f in query_feats]  # (B*n, C, h, w)
+                s = self.features(support_imgs[:, k0 : k0 + n].flatten(0, 1))  # (B*n, C, h, w)
+                pyramid = self.hypercorrelation(q, s, support_masks[:, k0 : k0 + n].flatten(0, 1))
+                out = self.hpn_learner(pyramid).float()  # (B*n, 2, h, w)
+                out = F.interpolate(out, size, mode="bilinear", align_corners=True)
+                logits.append(out.view(B, n, 2, *size))
+            return torch.cat(logits, dim=1)  # (B, K, 2, H, W)
 
     def predict(self, query_img, support_imgs, support_masks, size=None, fused=True, precision="fp32"):
         """K-shot prediction: (B,3,H,W), (B,K,3,H,W), (B,K,H,W) -> binary mask (B, H, W) (or ``size``).
