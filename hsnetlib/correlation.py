@@ -80,9 +80,17 @@ def hypercorrelation(
             f"expected {sum(pyramid_sizes)} query and support feature maps for pyramid {tuple(pyramid_sizes)}, "
             f"got {len(query_feats)} and {len(support_feats)}"
         )
-    corrs = [correlation(q, s, eps) for q, s in zip(query_feats, support_feats)]
-    pyramid, end = [], len(corrs)
+    pyramid, end = [], len(query_feats)
     for size in pyramid_sizes:  # deepest group sits at the end of the list
-        pyramid.append(torch.stack(corrs[end - size : end], dim=1))  # (B, |L_p|, Ha, Wa, Hb, Wb)
+        qs, ss = query_feats[end - size : end], support_feats[end - size : end]
+        if len({f.shape[1] for f in qs}) == 1:
+            # one batched correlation for the whole level: no copy of the (large) correlations
+            B, _, Ha, Wa = qs[0].shape
+            q = torch.stack(qs, dim=1).flatten(0, 1)  # (B*|L_p|, C, Ha, Wa)
+            s = torch.stack(ss, dim=1).flatten(0, 1)  # (B*|L_p|, C, Hb, Wb)
+            corr = correlation(q, s, eps)  # (B*|L_p|, Ha, Wa, Hb, Wb)
+            pyramid.append(corr.view(B, size, *corr.shape[1:]))  # (B, |L_p|, Ha, Wa, Hb, Wb)
+        else:
+            pyramid.append(torch.stack([correlation(q, s, eps) for q, s in zip(qs, ss)], dim=1))
         end -= size
     return pyramid
