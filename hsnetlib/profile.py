@@ -2,8 +2,9 @@
 
 Conventions, stated once:
 - FLOPs come from ``torch.utils.flop_counter.FlopCounterMode``, which counts one multiply-add
-  as **2** FLOPs. We also report GMACs (= GFLOPs / 2), the unit that the paper's 20.56 G for
-  the center-pivot learner matches (see notebook 02 / benchmarks/RESULTS.md).
+  as **2** FLOPs. We also report GMACs (= GFLOPs / 2): at 400x400 with ResNet-101 the
+  center-pivot learner counts 18.1 GMACs (36.3 GFLOPs), closest to the paper's 20.56 G, so
+  the paper most likely counts multiply-adds (benchmarks/RESULTS.md).
 - FLOPs, time and memory are for a 1-shot episode of batch 1. FLOPs and the "learner" column
   cover the 4D learner + decoder only (the backbone is the same for every kernel).
 - Time: median of ``repeats`` calls of ``predict`` after one warm-up, CUDA-synchronized on GPU.
