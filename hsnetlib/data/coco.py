@@ -19,33 +19,22 @@ from .episodes import (
     NUM_EVAL_EPISODES,
     DatasetError,
     Episode,
-    EpisodicDataset,
+    OfficialSplitDataset,
     draw,
     draw_supports,
     open_label_map,
     open_rgb,
 )
-from .splits import read_coco_split, split_path
+from .splits import read_coco_split
 
 
-class CocoDataset(EpisodicDataset):
+class CocoDataset(OfficialSplitDataset):
     benchmark = "coco"
     nclass = 80
 
-    def __init__(
-        self,
-        root,
-        fold=0,
-        split="trn",
-        shot=1,
-        img_size=400,
-        use_original_imgsize=False,
-        splits_dir=None,
-        verify_splits=True,
-        download_splits=True,
-        seed=0,
-    ):
-        super().__init__(fold, split, shot, img_size, use_original_imgsize, seed)
+    def __init__(self, root, **options):  # options: see OfficialSplitDataset
+        super().__init__(root, **options)
+        fold = self.fold
         self.base = Path(root) / "COCO2014"
         if not (self.base / "annotations").is_dir():
             raise DatasetError(
@@ -55,9 +44,7 @@ class CocoDataset(EpisodicDataset):
         fold_classes = [fold + 4 * v for v in range(20)]
         self.class_ids = fold_classes if self.is_eval else [c for c in range(80) if c not in fold_classes]
         kind = "val" if self.is_eval else "trn"
-        self.classwise = read_coco_split(
-            split_path(f"coco/{kind}/fold{fold}.pkl", splits_dir, download_splits, verify_splits)
-        )
+        self.classwise = read_coco_split(self.split_file(f"coco/{kind}/fold{fold}.pkl"))
         self.metadata = sorted({name for names in self.classwise.values() for name in names})
         self._finish_init()
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,6 +20,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import transforms
+
+from .splits import split_path
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -189,6 +192,39 @@ class EpisodicDataset(Dataset):
 
     def read_mask(self, name: str, class_id: int):
         raise NotImplementedError
+
+
+class OfficialSplitDataset(EpisodicDataset):
+    """Base of the real benchmarks: a data root plus the official split files.
+
+    Args:
+        root: the folder holding VOC2012/, COCO2014/, FSS-1000/.
+        fold, split, shot, img_size, use_original_imgsize, seed: see :class:`EpisodicDataset`.
+        splits_dir: where the split files are (default: the cache, ``$HSNET_SPLITS``).
+        verify_splits: check official files against their SHA-256 (False for custom splits).
+        download_splits: fetch a missing official split file.
+    """
+
+    def __init__(
+        self,
+        root,
+        fold=0,
+        split="trn",
+        shot=1,
+        img_size=400,
+        use_original_imgsize=False,
+        splits_dir=None,
+        verify_splits=True,
+        download_splits=True,
+        seed=0,
+    ):
+        super().__init__(fold, split, shot, img_size, use_original_imgsize, seed)
+        self.root = Path(root)
+        self.splits_dir, self.verify_splits, self.download_splits = splits_dir, verify_splits, download_splits
+
+    def split_file(self, name: str) -> Path:
+        """The verified path of split file ``name`` (e.g. ``"pascal/val/fold0.txt"``)."""
+        return split_path(name, self.splits_dir, self.download_splits, self.verify_splits)
 
 
 def pascal_style_episodes(

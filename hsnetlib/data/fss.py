@@ -15,37 +15,24 @@ from pathlib import Path
 
 import numpy as np
 
-from .episodes import DatasetError, Episode, EpisodicDataset, draw_supports, open_label_map, open_rgb
-from .splits import read_fss_split, split_path
+from .episodes import DatasetError, Episode, OfficialSplitDataset, draw_supports, open_label_map, open_rgb
+from .splits import read_fss_split
 
 CLASS_OFFSET = {"trn": 0, "val": 520, "test": 760}
 
 
-class FSSDataset(EpisodicDataset):
+class FSSDataset(OfficialSplitDataset):
     benchmark = "fss"
     nclass = 1000
     nfolds = 1
 
-    def __init__(
-        self,
-        root,
-        fold=0,
-        split="trn",
-        shot=1,
-        img_size=400,
-        use_original_imgsize=False,
-        splits_dir=None,
-        verify_splits=True,
-        download_splits=True,
-        seed=0,
-    ):
-        super().__init__(fold, split, shot, img_size, use_original_imgsize, seed)
+    def __init__(self, root, **options):  # options: see OfficialSplitDataset
+        super().__init__(root, **options)
+        split = self.split
         self.base = Path(root) / "FSS-1000"
         if not self.base.is_dir():
             raise DatasetError(f"{self.base} not found: expected FSS-1000/<category>/<n>.jpg under {root}")
-        self.categories = sorted(
-            read_fss_split(split_path(f"fss/{split}.txt", splits_dir, download_splits, verify_splits))
-        )
+        self.categories = sorted(read_fss_split(self.split_file(f"fss/{split}.txt")))
         self.class_ids = [CLASS_OFFSET[split] + i for i in range(len(self.categories))]
         self.metadata = []  # "category/n.jpg", in sorted path order within each category
         for cat in self.categories:

@@ -15,30 +15,19 @@ from pathlib import Path
 
 import numpy as np
 
-from .episodes import DatasetError, EpisodicDataset, PascalProtocol, open_label_map, open_rgb
-from .splits import read_pascal_split, split_path
+from .episodes import DatasetError, OfficialSplitDataset, PascalProtocol, open_label_map, open_rgb
+from .splits import read_pascal_split
 
 IGNORE_LABEL = 255
 
 
-class PascalDataset(PascalProtocol, EpisodicDataset):
+class PascalDataset(PascalProtocol, OfficialSplitDataset):
     benchmark = "pascal"
     nclass = 20
 
-    def __init__(
-        self,
-        root,
-        fold=0,
-        split="trn",
-        shot=1,
-        img_size=400,
-        use_original_imgsize=False,
-        splits_dir=None,
-        verify_splits=True,
-        download_splits=True,
-        seed=0,
-    ):
-        super().__init__(fold, split, shot, img_size, use_original_imgsize, seed)
+    def __init__(self, root, **options):  # options: see OfficialSplitDataset
+        super().__init__(root, **options)
+        fold = self.fold
         self.img_dir = Path(root) / "VOC2012" / "JPEGImages"
         self.ann_dir = Path(root) / "VOC2012" / "SegmentationClassAug"
         for d in (self.img_dir, self.ann_dir):
@@ -53,7 +42,7 @@ class PascalDataset(PascalProtocol, EpisodicDataset):
         kind = "val" if self.is_eval else "trn"
         self.metadata: list[tuple[str, int]] = []
         for g in folds:
-            path = split_path(f"pascal/{kind}/fold{g}.txt", splits_dir, download_splits, verify_splits)
+            path = self.split_file(f"pascal/{kind}/fold{g}.txt")
             self.metadata += read_pascal_split(path)
         self.index_classes()
         self._finish_init()
