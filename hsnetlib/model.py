@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import fastpath
 from .backbone import build_backbone, check_backbone_name, extract_features
 from .checkpoint import check_compatible, infer_backbone, load_checkpoint_file, model_state_from
 from .conv4d import KERNELS
@@ -156,19 +157,23 @@ class HSNet(nn.Module):
 
         ``fused=False`` runs the network once per shot, query backbone included, as the official
         code does (the correctness oracle). The default computes the query features once and runs
-        the K shots as one batch on CUDA, one after the other on CPU (measured faster there: large
-        6D batches thrash the cache, benchmarks/RESULTS.md). ``precision="bf16"``: bfloat16 autocast.
+        the 4D learner through :mod:`hsnetlib.fastpath` (same maths, fewer copies and FLOPs; the
+        paper's center-pivot kernel only, other kernels use the reference modules); the K shots run
+        as one batch on CUDA and one after the other on CPU (measured faster there: large 6D batches
+        thrash the cache, benchmarks/RESULTS.md). ``precision="bf16"``: bfloat16 autocast.
         """
         check_episode(query_img, support_imgs, support_masks)
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
         B, K = support_imgs.shape[:2]
         size = tuple(size) if size is not None else tuple(query_img.shape[-2:])
-        amp = torch.autocast(query_img.device.type, torch.bfloat16, enabled=precision == "bf16")
+        bf16 = precision == "bf16"
+        amp = torch.autocast(query_img.device.type, torch.bfloat16, enabled=bf16)
         with torch.inference_mode(), amp:
             if not fused:
                 logits = [self(query_img, support_imgs[:, k], support_masks[:, k], size).float() for k in range(K)]
                 return torch.stack(logits, dim=1)  # (B, K, 2, H, W)
+            fast = fastpath.supports_fast_path(self.hpn_learner)
             query_feats = self.features(query_img)  # once for all K shots
             chunk = K if query_img.device.type == "cuda" else 1  # CPU: large batches thrash the cache
             logits = []
@@ -176,8 +181,15 @@ class HSNet(nn.Module):
                 n = min(chunk, K - k0)
                 q = query_feats if n == 1 else [f.repeat_interleave(n, dim=0) for f in query_feats]  # (B*n, C, h, w)
                 s = self.features(support_imgs[:, k0 : k0 + n].flatten(0, 1))  # (B*n, C, h, w)
-                pyramid = self.hypercorrelation(q, s, support_masks[:, k0 : k0 + n].flatten(0, 1))
-                out = self.hpn_learner(pyramid).float()  # (B*n, 2, h, w)
+                mask = support_masks[:, k0 : k0 + n].flatten(0, 1)  # (B*n, H, W)
+                if fast:
+                    dtype = torch.bfloat16 if bf16 else torch.float32
+                    pyramid = fastpath.hypercorrelation_qm(
+                        q, s, mask if self.use_support_mask else None, self.pyramid_sizes, dtype
+                    )
+                    out = fastpath.learner_qm(self.hpn_learner, pyramid).float()  # (B*n, 2, h, w)
+                else:
+                    out = self.hpn_learner(self.hypercorrelation(q, s, mask)).float()  # (B*n, 2, h, w)
                 out = F.interpolate(out, size, mode="bilinear", align_corners=True)
                 logits.append(out.view(B, n, 2, *size))
             return torch.cat(logits, dim=1)  # (B, K, 2, H, W)

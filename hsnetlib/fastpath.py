@@ -1,0 +1,210 @@
+"""Fast inference path of HSNet (issue 7): the same maths as the reference modules, fewer copies.
+
+The reference modules (conv4d.py, correlation.py, model.py) keep 6D tensors in the official
+code's *channel-major* layout ``(B, C, Ha, Wa, Hb, Wb)``. Every center-pivot layer then copies
+its whole input into ``(B*Ha*Wa, C, Hb, Wb)`` for the support-dim convolution and copies both
+branch outputs back, and the correlation stacks and scatters the largest tensor of the network.
+Here the same parameters are applied to tensors kept *query-major*, ``(B, Ha, Wa, C, Hb, Wb)``:
+
+- Eq. (2) writes each layer's correlation straight into its channel slot of that layout (one
+  matrix product per layer into a strided view), and only for the support positions inside the
+  resized mask: the others correlate to exactly 0 (Eq. 1 zeroes their features).
+- conv2 of a center-pivot layer (support dims) reads ``(B*Ha*Wa, C, Hb, Wb)`` as a free view and
+  writes its output in the same layout; when the support grid is smaller than the kernel
+  (2x2 support, 3x3 kernel) it is one matrix product with the convolution's dense matrix, which
+  skips the padding taps (fewer FLOPs, same result).
+- conv1 (query dims) copies only the kept support positions (1/s^2 of the input) and its output
+  is added in place into conv2's.
+- GroupNorm (4 groups) is computed from the same statistics as ``nn.GroupNorm``, in this layout.
+- The query-dim bilinear resize reads the tensor as a channels-last image (a free view).
+
+Inference only (``torch.inference_mode``; matrix products with ``out=`` carry no autograd).
+``HSNet.kshot_logits(fused=False)`` is the correctness oracle; tests compare the two.
+Precision: ``dtype`` is the compute dtype of the correlation and, via autocast, of the
+convolutions; normalization statistics stay in float32.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .conv4d import CenterPivotConv4d
+from .correlation import EPS
+
+
+def resized_mask(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """zeta(M) of Eq. (1): (B, H, W) -> (B, h, w), bilinear with align_corners=True (as mask_features)."""
+    m = mask.unsqueeze(1).float()  # (B, 1, H, W)
+    return F.interpolate(m, size, mode="bilinear", align_corners=True)[:, 0]
+
+
+def _unit_columns(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """(C, N) -> each column divided by (its L2 norm + eps), as Eq. (2) with the official eps."""
+    return x / (x.norm(dim=0, p=2, keepdim=True) + eps)
+
+
+def hypercorrelation_qm(
+    query_feats: Sequence[torch.Tensor],
+    support_feats: Sequence[torch.Tensor],
+    support_mask: torch.Tensor | None,
+    pyramid_sizes: Sequence[int],
+    dtype: torch.dtype = torch.float32,
+    eps: float = EPS,
+) -> list[torch.Tensor]:
+    """Eq. (1)-(2) in the query-major layout: -> [C_deep, C_mid, C_shallow], each (B, Ha, Wa, |L_p|, Hb, Wb).
+
+    query_feats / support_feats: the backbone's features, shallow to deep, each (B, C_l, H_l, W_l)
+    (unmasked support features). support_mask: (B, H, W) in [0, 1], or None for HSNet† (no masking).
+    """
+    if len(query_feats) != sum(pyramid_sizes) or len(support_feats) != len(query_feats):
+        raise ValueError(
+            f"expected {sum(pyramid_sizes)} query and support feature maps for pyramid {tuple(pyramid_sizes)}, "
+            f"got {len(query_feats)} and {len(support_feats)}"
+        )
+    pyramid, end = [], len(query_feats)
+    for size in pyramid_sizes:  # the deepest group sits at the end of the lists
+        qs, ss = query_feats[end - size : end], support_feats[end - size : end]
+        B, _, Ha, Wa = qs[0].shape
+        Hb, Wb = ss[0].shape[-2:]
+        out = torch.empty(B, Ha * Wa, size, Hb * Wb, dtype=dtype, device=qs[0].device)  # (B, Ha*Wa, L, Hb*Wb)
+        mask = resized_mask(support_mask, (Hb, Wb)).flatten(1) if support_mask is not None else None  # (B, Hb*Wb)
+        for b in range(B):
+            keep = None if mask is None else (mask[b] > 0).nonzero().squeeze(1)  # support positions inside the mask
+            if keep is not None and keep.numel() == Hb * Wb:
+                keep = None
+            if keep is not None:
+                out[b].zero_()  # masked-out support features correlate to exactly 0 (a memset beats a scatter)
+            for l, (q, s) in enumerate(zip(qs, ss)):
+                qn = _unit_columns(q[b].reshape(q.shape[1], Ha * Wa), eps).to(dtype)  # (C, Ha*Wa)
+                s = s[b].reshape(s.shape[1], Hb * Wb)  # (C, Hb*Wb)
+                if mask is not None:
+                    s = s * mask[b].to(s.dtype) if keep is None else s[:, keep] * mask[b, keep].to(s.dtype)
+                sn = _unit_columns(s, eps).to(dtype)  # (C, n_kept)
+                if keep is None:
+                    dst = out[b, :, l]  # (Ha*Wa, Hb*Wb), a strided view
+                    torch.mm(qn.t(), sn, out=dst)
+                    dst.clamp_(min=0)
+                else:
+                    out[b, :, l].index_copy_(1, keep, torch.mm(qn.t(), sn).clamp_(min=0))
+        pyramid.append(out.view(B, Ha, Wa, size, Hb, Wb))
+        end -= size
+    return pyramid
+
+
+def _dense_support_matrix(conv: nn.Conv2d, Hb: int, Wb: int, Hk: int, Wk: int) -> torch.Tensor:
+    """The support-dim convolution as a matrix (C*Hb*Wb, O*Hk*Wk), gathered from its weight (no FLOPs).
+
+    Entry ((c, i, j), (o, i', j')) is weight[o, c, i - s*i' + p, j - s*j' + p] when that tap lies
+    inside the kernel, else 0 (the tap would read padding).
+    """
+    (sh, sw), (ph, pw) = conv.stride, conv.padding
+    kh, kw = conv.kernel_size
+    dev = conv.weight.device
+    ky = torch.arange(Hb, device=dev).view(1, Hb) - sh * torch.arange(Hk, device=dev).view(Hk, 1) + ph  # (Hk, Hb)
+    kx = torch.arange(Wb, device=dev).view(1, Wb) - sw * torch.arange(Wk, device=dev).view(Wk, 1) + pw  # (Wk, Wb)
+    ky = torch.where((ky >= 0) & (ky < kh), ky, kh)  # index kh / kw = the zero tap added below
+    kx = torch.where((kx >= 0) & (kx < kw), kx, kw)
+    padded = F.pad(conv.weight, (0, 1, 0, 1))  # (O, C, kh+1, kw+1), last row / column zero
+    dense = padded[:, :, ky.view(Hk, 1, Hb, 1), kx.view(1, Wk, 1, Wb)]  # (O, C, Hk, Wk, Hb, Wb)
+    return dense.permute(1, 4, 5, 0, 2, 3).reshape(conv.in_channels * Hb * Wb, -1)
+
+
+def center_pivot_qm(layer: CenterPivotConv4d, x: torch.Tensor) -> torch.Tensor:
+    """Eq. (5) on a query-major tensor: (B, Ha, Wa, C, Hb, Wb) -> (B, Ha, Wa, O, Hb', Wb')."""
+    B, Ha, Wa, C, Hb, Wb = x.shape
+    if C != layer.in_channels:
+        raise ValueError(f"center_pivot_qm expects (B, Ha, Wa, {layer.in_channels}, Hb, Wb), got {tuple(x.shape)}")
+    sh, sw = layer.stride[2:]
+    kh, kw = layer.kernel_size[2:]
+    x = x.contiguous()
+    O = layer.out_channels
+
+    # conv2 over the support dims at every query position: (B*Ha*Wa, C, Hb, Wb) is a free view.
+    if Hb * Wb < kh * kw:  # tiny support grid: one matrix product, no padding taps
+        Hk, Wk = (Hb + 2 * layer.padding[2] - kh) // sh + 1, (Wb + 2 * layer.padding[3] - kw) // sw + 1
+        dense = _dense_support_matrix(layer.conv2, Hb, Wb, Hk, Wk)  # (C*Hb*Wb, O*Hk*Wk)
+        bias = layer.conv2.bias.repeat_interleave(Hk * Wk) if layer.conv2.bias is not None else None
+        flat = x.view(B * Ha * Wa, C * Hb * Wb)
+        y = flat @ dense if bias is None else torch.addmm(bias, flat, dense)  # (B*Ha*Wa, O*Hk*Wk); autocast applies
+        y = y.view(B, Ha, Wa, O, Hk, Wk)
+    else:
+        y = layer.conv2(x.view(B * Ha * Wa, C, Hb, Wb))  # (B*Ha*Wa, O, Hb', Wb')
+        Hk, Wk = y.shape[-2:]
+        y = y.view(B, Ha, Wa, O, Hk, Wk)
+
+    # conv1 over the query dims at the kept support positions 0, s, 2s, ...: copy only those.
+    kept = x[..., ::sh, ::sw]  # (B, Ha, Wa, C, Hk, Wk)
+    if tuple(kept.shape[-2:]) != (Hk, Wk):
+        raise ValueError(
+            f"center_pivot_qm: the support-dim branch keeps {(Hk, Wk)} positions but striding keeps "
+            f"{tuple(kept.shape[-2:])}; use odd kernels with padding k // 2"
+        )
+    z = kept.permute(0, 4, 5, 3, 1, 2).reshape(B * Hk * Wk, C, Ha, Wa)  # (B*Hk*Wk, C, Ha, Wa)
+    z = layer.conv1(z)  # (B*Hk*Wk, O, Ha, Wa)
+    z = z.view(B, Hk, Wk, O, Ha, Wa).permute(0, 4, 5, 3, 1, 2)  # (B, Ha, Wa, O, Hk, Wk), a view
+    return y.add_(z.to(y.dtype))
+
+
+def group_norm_relu_qm(norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
+    """nn.GroupNorm followed by ReLU on a query-major tensor (B, Ha, Wa, C, Hb, Wb), in place when possible."""
+    B, Ha, Wa, C, Hb, Wb = x.shape
+    G = norm.num_groups
+    K = (C // G) * Hb * Wb
+    groups = x.view(B, Ha * Wa, G, K)
+    # Sums over the contiguous last dim per (query position, group) in float32, combined over the
+    # positions in float64 (Chan et al.'s parallel variance): one cheap pass, no large temporary.
+    s1 = groups.sum(dim=3, dtype=torch.float32)  # (B, Ha*Wa, G)
+    s2 = torch.linalg.vector_norm(groups, dim=3, dtype=torch.float32).square()
+    mean_k = s1.double() / K
+    m2_k = (s2.double() - s1.double() * mean_k).clamp(min=0)  # sum of squared deviations per part
+    mean = mean_k.mean(dim=1)  # (B, G)
+    var = (m2_k.sum(dim=1) + K * (mean_k - mean.unsqueeze(1)).square().sum(dim=1)) / (K * Ha * Wa)
+    mean, var = mean.float(), var.float()
+    rstd = torch.rsqrt(var + norm.eps)
+    scale = rstd.repeat_interleave(C // G, dim=1)  # (B, C)
+    shift = -mean.repeat_interleave(C // G, dim=1) * scale
+    if norm.affine:
+        scale, shift = scale * norm.weight, shift * norm.weight + norm.bias
+    shape = (B, 1, 1, C, 1, 1)
+    y = torch.addcmul(shift.view(shape).to(x.dtype), x, scale.view(shape).to(x.dtype))
+    return y.clamp_(min=0)
+
+
+def block_qm(block: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """A [CenterPivotConv4d, GroupNorm, ReLU] x n block of the learner on a query-major tensor."""
+    layers = list(block)
+    for conv, norm, relu in zip(layers[0::3], layers[1::3], layers[2::3]):
+        x = group_norm_relu_qm(norm, center_pivot_qm(conv, x))
+    return x
+
+
+def upsample_query_qm(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize (align_corners=True) of the query dims of (B, Ha, Wa, C, Hb, Wb)."""
+    B, Ha, Wa, C, Hb, Wb = x.shape
+    image = x.reshape(B, Ha, Wa, C * Hb * Wb).permute(0, 3, 1, 2)  # channels-last view (B, C*Hb*Wb, Ha, Wa)
+    y = F.interpolate(image, size, mode="bilinear", align_corners=True)  # (B, C*Hb*Wb, Ha', Wa')
+    return y.permute(0, 2, 3, 1).reshape(B, *size, C, Hb, Wb)
+
+
+def supports_fast_path(learner: nn.Module) -> bool:
+    """True when every 4D layer of the learner is a center-pivot convolution (the paper's kernel)."""
+    convs = [m for m in learner.modules() if m.__class__.__name__.endswith("Conv4d")]
+    return bool(convs) and all(isinstance(m, CenterPivotConv4d) for m in convs)
+
+
+def learner_qm(learner: nn.Module, pyramid: list[torch.Tensor]) -> torch.Tensor:
+    """HPNLearner.forward on a query-major pyramid: -> logits (B, 2, 2*Ha_2, 2*Wa_2)."""
+    sqz4 = block_qm(learner.encoder_layer4, pyramid[0])  # (B, Ha4, Wa4, 128, hb, wb)
+    sqz3 = block_qm(learner.encoder_layer3, pyramid[1])  # (B, Ha3, Wa3, 128, hb, wb)
+    sqz2 = block_qm(learner.encoder_layer2, pyramid[2])  # (B, Ha2, Wa2, 128, hb, wb)
+    mix43 = block_qm(learner.encoder_layer4to3, upsample_query_qm(sqz4, sqz3.shape[1:3]).add_(sqz3))
+    mix432 = block_qm(learner.encoder_layer3to2, upsample_query_qm(mix43, sqz2.shape[1:3]).add_(sqz2))
+    B, Ha, Wa, C = mix432.shape[:4]
+    z = mix432.reshape(B, Ha, Wa, C, -1).mean(dim=-1).permute(0, 3, 1, 2)  # (B, 128, Ha2, Wa2), channels-last
+    x = learner.decoder1(z)  # (B, 64, Ha2, Wa2)
+    x = F.interpolate(x, (x.shape[-2] * 2, x.shape[-1] * 2), mode="bilinear", align_corners=True)
+    return learner.decoder2(x).contiguous()  # (B, 2, 2*Ha2, 2*Wa2)
