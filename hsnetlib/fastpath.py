@@ -178,6 +178,8 @@ def block_qm(block: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
     """A [CenterPivotConv4d, GroupNorm, ReLU] x n block of the learner on a query-major tensor."""
     layers = list(block)
     for conv, norm, relu in zip(layers[0::3], layers[1::3], layers[2::3]):
+        if not (isinstance(conv, CenterPivotConv4d) and isinstance(norm, nn.GroupNorm) and isinstance(relu, nn.ReLU)):
+            raise TypeError(f"block_qm expects [CenterPivotConv4d, GroupNorm, ReLU] x n, got {block}")
         x = group_norm_relu_qm(norm, center_pivot_qm(conv, x))
     return x
 
