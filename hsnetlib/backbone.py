@@ -14,6 +14,7 @@ checkpoints store its ``fc`` / ``classifier`` too) and reads features from insid
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torchvision.models as tvm
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,28 @@ def extract_features(name: str, net: nn.Module, img: torch.Tensor) -> list[torch
     """The intermediate features HSNet correlates for backbone ``name``, shallow to deep."""
     check_backbone_name(name)
     return vgg_features(net, img) if name == "vgg16" else resnet_features(net, img)
+
+
+@torch.no_grad()
+def inference_copy(name: str, net: nn.Module) -> nn.Module:
+    """A copy of a frozen backbone for fast inference: BatchNorm folded into the convolution before
+    it (eval-mode statistics: w' = w * gamma / sqrt(var + eps), b' = beta - mean * gamma / sqrt(var + eps)),
+    weights in channels-last memory format. Same features up to float rounding; feed it
+    channels-last images. VGG-16 has no BatchNorm: only the memory format changes.
+    """
+    check_backbone_name(name)
+    net = copy.deepcopy(net).eval()
+    if name != "vgg16":
+        net.conv1, net.bn1 = fuse_conv_bn_eval(net.conv1, net.bn1), nn.Identity()
+        for layer in (net.layer1, net.layer2, net.layer3, net.layer4):
+            for block in layer:
+                for i in (1, 2, 3):
+                    conv, bn = getattr(block, f"conv{i}"), getattr(block, f"bn{i}")
+                    setattr(block, f"conv{i}", fuse_conv_bn_eval(conv, bn))
+                    setattr(block, f"bn{i}", nn.Identity())
+                if block.downsample is not None:
+                    block.downsample = nn.Sequential(fuse_conv_bn_eval(block.downsample[0], block.downsample[1]))
+    return net.to(memory_format=torch.channels_last)
 
 
 @torch.no_grad()

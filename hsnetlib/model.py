@@ -22,7 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import fastpath
-from .backbone import build_backbone, check_backbone_name, extract_features
+from .backbone import build_backbone, check_backbone_name, extract_features, inference_copy
 from .checkpoint import check_compatible, infer_backbone, load_checkpoint_file, model_state_from
 from .conv4d import KERNELS
 from .correlation import hypercorrelation, mask_features
@@ -138,6 +138,19 @@ class HSNet(nn.Module):
         return extract_features(self.backbone_name, self.backbone, img)
 
     @torch.no_grad()
+    def fast_features(self, img: torch.Tensor) -> list[torch.Tensor]:
+        """:meth:`features` through a cached copy of the backbone with BatchNorm folded into the convolutions
+        and channels-last weights (:func:`~hsnetlib.backbone.inference_copy`); the copy is rebuilt
+        whenever a backbone tensor is changed, replaced or moved. Features come out channels-last."""
+        state = self.backbone.state_dict(keep_vars=True).values()
+        key = tuple((t.data_ptr(), t._version, t.device, t.dtype) for t in state)
+        cached = self.__dict__.get("_fast_backbone")
+        if cached is None or cached[0] != key:
+            cached = (key, inference_copy(self.backbone_name, self.backbone))
+            self.__dict__["_fast_backbone"] = cached  # not a submodule: no state-dict entries, no .to()
+        return extract_features(self.backbone_name, cached[1], img.contiguous(memory_format=torch.channels_last))
+
+    @torch.no_grad()
     def hypercorrelation(self, query_feats, support_feats, support_mask) -> list[torch.Tensor]:
         """Eq. (1)-(2) on extracted features: -> [C_4, C_3, C_2], each (B, |L_p|, Ha, Wa, Hb, Wb)."""
         if self.use_support_mask:
@@ -174,13 +187,13 @@ class HSNet(nn.Module):
                 logits = [self(query_img, support_imgs[:, k], support_masks[:, k], size).float() for k in range(K)]
                 return torch.stack(logits, dim=1)  # (B, K, 2, H, W)
             fast = fastpath.supports_fast_path(self.hpn_learner)
-            query_feats = self.features(query_img)  # once for all K shots
+            query_feats = self.fast_features(query_img)  # once for all K shots
             chunk = K if query_img.device.type == "cuda" else 1  # CPU: large batches thrash the cache
             logits = []
             for k0 in range(0, K, chunk):
                 n = min(chunk, K - k0)
                 q = query_feats if n == 1 else [f.repeat_interleave(n, dim=0) for f in query_feats]  # (B*n, C, h, w)
-                s = self.features(support_imgs[:, k0 : k0 + n].flatten(0, 1))  # (B*n, C, h, w)
+                s = self.fast_features(support_imgs[:, k0 : k0 + n].flatten(0, 1))  # (B*n, C, h, w)
                 mask = support_masks[:, k0 : k0 + n].flatten(0, 1)  # (B*n, H, W)
                 if fast:
                     dtype = torch.bfloat16 if bf16 else torch.float32
@@ -201,7 +214,8 @@ class HSNet(nn.Module):
         ``size=(h, w)`` upsamples the logits to that size before the argmax (original-size evaluation).
         ``fused`` / ``precision``: see :meth:`kshot_logits`.
         """
-        votes = self.kshot_logits(query_img, support_imgs, support_masks, size, fused, precision).argmax(2)
+        logits = self.kshot_logits(query_img, support_imgs, support_masks, size, fused, precision)  # (B, K, 2, H, W)
+        votes = (logits[:, :, 1] > logits[:, :, 0]).long()  # = argmax over the 2 classes (ties -> 0), a cheap pass
         return votes[:, 0] if votes.shape[1] == 1 else vote_kshot(votes)  # (B, H, W)
 
     @classmethod

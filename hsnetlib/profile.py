@@ -27,6 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .evaluation import resolve_device
 from .model import HSNet
+from .official_style import official_style_predict
 
 KERNEL_NAMES = ("full", "separable", "center-pivot")
 
@@ -170,61 +171,71 @@ def gemm_peak_gflops(dtype=torch.float32, n: int = 2048, repeats: int = 5, devic
     return 2 * n**3 / statistics.median(times) / 1e9
 
 
-def predict_flops(model: HSNet, inputs, **kwargs) -> int:
-    """FLOPs (2 per multiply-add) of one ``model.predict`` call, backbone included."""
+def _row(backbone, shot, path, precision, seconds, flops, baseline_seconds, peak):
+    return {
+        "backbone": backbone,
+        "shot": shot,
+        "path": path,
+        "precision": precision,
+        "ms": 1000 * seconds,
+        "GFLOP": flops / 1e9,
+        "GFLOP/s": flops / seconds / 1e9,
+        "speedup_vs_official_style": baseline_seconds / seconds,
+        "gemm_peak_GFLOP/s": peak,
+    }
+
+
+def time_call(fn, inputs, repeats: int) -> float:
+    """Median seconds of ``fn(*inputs)`` after one warm-up call (CUDA-synchronized)."""
+    sync = torch.cuda.synchronize if inputs[0].device.type == "cuda" else (lambda: None)
+    times = []
+    for i in range(repeats + 1):
+        sync()
+        t0 = time.perf_counter()
+        fn(*inputs)
+        sync()
+        if i:
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def count_flops(fn, inputs) -> int:
     counter = FlopCounterMode(display=False)
     with counter:
-        model.predict(*inputs, **kwargs)
+        fn(*inputs)
     return counter.get_total_flops()
 
 
 def inference_table(
     backbones=("resnet50",), img_size=None, repeats=3, device="auto", shots=(1, 5), precisions=("fp32", "bf16"), batch=1
 ) -> pd.DataFrame:
-    """Per-episode latency of ``HSNet.predict``: fused (default) vs the per-shot reference path
-    (the official code's structure), fp32 and bf16, with FLOPs and achieved GFLOP/s.
-
-    The reference path is timed in fp32 only (it is the baseline). ``img_size`` defaults to 400.
+    """Per-episode latency of ``HSNet.predict`` (the fast path, fp32 and bf16) against two baselines
+    timed in the same process, in fp32: ``official-style`` (the official code's computation,
+    :mod:`hsnetlib.official_style`) and ``reference`` (``predict(fused=False)``, the test oracle).
+    Speed-ups are relative to official-style. ``img_size`` defaults to 400.
     """
     dev = resolve_device(device)
     img_size = img_size or 400
     peak = {p: gemm_peak_gflops(torch.float32 if p == "fp32" else torch.bfloat16, device=dev) for p in precisions}
+    peak.setdefault("fp32", gemm_peak_gflops(torch.float32, device=dev))
     rows = []
     for backbone in backbones:
         torch.manual_seed(0)
         model = HSNet(backbone).to(dev).eval()
+        paths = {
+            ("official-style", "fp32"): lambda *x, m=model: official_style_predict(m, *x),
+            ("reference", "fp32"): lambda *x, m=model: m.predict(*x, fused=False),
+        }
+        for precision in precisions:
+            paths[("fused", precision)] = lambda *x, m=model, p=precision: m.predict(*x, precision=p)
         for shot in shots:
             inputs = episode(img_size, shot, batch, dev)
-            ref = time_predict(model, inputs, repeats, fused=False)
-            ref_flops = predict_flops(model, inputs, fused=False)
-            rows.append(
-                {
-                    "backbone": backbone,
-                    "shot": shot,
-                    "path": "reference",
-                    "precision": "fp32",
-                    "ms": 1000 * ref,
-                    "GFLOP": ref_flops / 1e9,
-                    "GFLOP/s": ref_flops / ref / 1e9,
-                    "speedup_vs_reference": 1.0,
-                    "gemm_peak_GFLOP/s": peak.get("fp32"),
-                }
-            )
-            flops = predict_flops(model, inputs)
-            for precision in precisions:
-                t = time_predict(model, inputs, repeats, precision=precision)
+            base = None
+            for (path, precision), fn in paths.items():
+                seconds = time_call(fn, inputs, repeats)
+                base = base or seconds
                 rows.append(
-                    {
-                        "backbone": backbone,
-                        "shot": shot,
-                        "path": "fused",
-                        "precision": precision,
-                        "ms": 1000 * t,
-                        "GFLOP": flops / 1e9,
-                        "GFLOP/s": flops / t / 1e9,
-                        "speedup_vs_reference": ref / t,
-                        "gemm_peak_GFLOP/s": peak[precision],
-                    }
+                    _row(backbone, shot, path, precision, seconds, count_flops(fn, inputs), base, peak[precision])
                 )
     table = pd.DataFrame(rows)
     table.attrs.update(

@@ -170,3 +170,37 @@ def test_bf16_fast_path_is_close_to_fp32():
     assert bf16.dtype == torch.float32 and torch.isfinite(bf16).all()
     scale = fp32.abs().max()
     assert (bf16 - fp32).abs().max() < 0.1 * scale  # bf16 keeps ~3 significant digits
+
+
+@pytest.mark.parametrize("backbone", ["resnet50", "vgg16"])
+def test_fast_features_equal_features(backbone):
+    torch.manual_seed(0)
+    model = HSNet(backbone).eval()
+    for m in model.backbone.modules():  # non-trivial BatchNorm statistics, so that folding matters
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+    img = torch.randn(2, 3, 64, 72)
+    ref, fast = model.features(img), model.fast_features(img)
+    assert len(fast) == len(ref)
+    for r, f in zip(ref, fast):
+        assert f.shape == r.shape and f.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(f, r, rtol=1e-4, atol=1e-4 * r.abs().max().item())
+    assert not any(k.startswith("_fast") for k in model.state_dict())
+
+
+def test_fast_features_follow_backbone_changes():
+    torch.manual_seed(0)
+    model = HSNet("resnet50").eval()
+    img = torch.randn(1, 3, 64, 64)
+    before = model.fast_features(img)[-1]
+    model.backbone.layer4[-1].bn3.running_mean.add_(1.0)  # in place, as recalibrate_batchnorm does
+    after = model.fast_features(img)[-1]
+    ref = model.features(img)[-1]
+    torch.testing.assert_close(after, ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item())
+    assert not torch.allclose(before, after)
+    other = HSNet("resnet50").eval()
+    model.load_state_dict(other.state_dict())
+    ref = other.features(img)[-1]
+    torch.testing.assert_close(model.fast_features(img)[-1], ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item())

@@ -1,6 +1,7 @@
 """Measurement code: structure and the deterministic columns (never wall time)."""
 
 import pytest
+import torch
 
 from hsnetlib import HSNet
 from hsnetlib.profile import PAPER_TABLE4, inference_table, kernel_table, learner_flops
@@ -24,7 +25,19 @@ def test_learner_flops_grow_with_image_size():
 
 def test_inference_table_structure():
     table = inference_table(("resnet50",), img_size=48, repeats=1, device="cpu", shots=(1, 2), precisions=("fp32",))
-    assert list(table["path"]) == ["reference", "fused", "reference", "fused"]
-    assert (table["GFLOP"] > 0).all() and (table[table.path == "reference"]["speedup_vs_reference"] == 1).all()
-    fused = table[table.path == "fused"].set_index("shot")
-    assert fused.loc[2, "GFLOP"] < table[(table.path == "reference") & (table.shot == 2)]["GFLOP"].iloc[0]
+    assert list(table["path"]) == ["official-style", "reference", "fused"] * 2
+    assert (table["GFLOP"] > 0).all()
+    assert (table[table.path == "official-style"]["speedup_vs_official_style"] == 1).all()
+    by = table.set_index(["shot", "path"])["GFLOP"]
+    assert by[(2, "fused")] < by[(2, "reference")] <= by[(2, "official-style")]  # query backbone once; sparse Eq. 2
+
+
+def test_official_style_predict_matches_reference():
+    from hsnetlib.official_style import official_style_predict
+    from hsnetlib.profile import episode
+
+    torch.manual_seed(0)
+    model = HSNet("resnet50").eval()
+    for shot in (1, 3):
+        q, s, m = episode(64, shot, batch=2)
+        assert torch.equal(official_style_predict(model, q, s, m), model.predict(q, s, m, fused=False))

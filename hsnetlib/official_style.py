@@ -1,0 +1,62 @@
+"""The official implementation's inference computation, re-stated for timing baselines only.
+
+``hsnet bench inference`` compares ``HSNet.predict`` with this path in the same process, so a
+speed-up is measured on the machine at hand rather than against a figure taken elsewhere.
+What it does per shot, as the official test script does (juhongm999/hsnet, model/hsnet.py and
+model/base/correlation.py, read for their structure):
+
+- the whole network, the query backbone included, once per shot;
+- Eq. (1) on every support feature, then Eq. (2) *densely* for every layer (normalize query and
+  support, one batched product, clamp), every support position included;
+- the per-layer correlations stacked per pyramid level (a copy of the largest tensors);
+- the 4D learner in the channel-major layout (our reference modules: the same permute/copy
+  structure as the official center-pivot layer, minus two ``.contiguous()`` calls, so this
+  baseline is if anything slightly *faster* than the official code);
+- the K-shot vote of :func:`hsnetlib.model.vote_kshot`.
+
+Not used for any result: :meth:`HSNet.kshot_logits` with ``fused=False`` is the oracle in tests.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .correlation import EPS, mask_features
+from .model import HSNet, check_episode, vote_kshot
+
+
+def dense_level_correlations(query_feats, support_feats, pyramid_sizes) -> list[torch.Tensor]:
+    """Eq. (2) for every layer and every support position, stacked per level, deepest first."""
+    corrs = []
+    for q, s in zip(query_feats, support_feats):
+        B, C, Ha, Wa = q.shape
+        Hb, Wb = s.shape[-2:]
+        q = q.reshape(B, C, -1)
+        s = s.reshape(B, C, -1)
+        q = q / (q.norm(dim=1, p=2, keepdim=True) + EPS)
+        s = s / (s.norm(dim=1, p=2, keepdim=True) + EPS)
+        corrs.append(torch.bmm(q.transpose(1, 2), s).view(B, Ha, Wa, Hb, Wb).clamp(min=0))
+    pyramid, end = [], len(corrs)
+    for size in pyramid_sizes:
+        pyramid.append(torch.stack(corrs[end - size : end]).transpose(0, 1).contiguous())  # (B, L, Ha, Wa, Hb, Wb)
+        end -= size
+    return pyramid
+
+
+@torch.inference_mode()
+def official_style_predict(model: HSNet, query_img, support_imgs, support_masks) -> torch.Tensor:
+    """(B,3,H,W), (B,K,3,H,W), (B,K,H,W) -> (B, H, W) mask, computed as the official code does."""
+    check_episode(query_img, support_imgs, support_masks)
+    votes = []
+    for k in range(support_imgs.shape[1]):
+        query_feats = model.features(query_img)
+        support_feats = model.features(support_imgs[:, k])
+        if model.use_support_mask:
+            support_feats = mask_features(support_feats, support_masks[:, k].float())
+        pyramid = dense_level_correlations(query_feats, support_feats, model.pyramid_sizes)
+        logits = model.hpn_learner(pyramid)
+        logits = F.interpolate(logits, query_img.shape[-2:], mode="bilinear", align_corners=True)
+        votes.append(logits.argmax(dim=1))
+    votes = torch.stack(votes, dim=1)  # (B, K, H, W)
+    return votes[:, 0] if votes.shape[1] == 1 else vote_kshot(votes)
