@@ -92,9 +92,15 @@ def cmd_test(args):
         splits_dir=args.splits_dir,
     )
     result = evaluate(
-        model, dataset, device=args.device, batch_size=args.bsz, num_workers=args.nworker, max_episodes=args.episodes
+        model,
+        dataset,
+        device=args.device,
+        batch_size=args.bsz,
+        num_workers=args.nworker,
+        max_episodes=args.episodes,
+        predict_kwargs={"precision": args.precision, "fused": not args.reference},
     )
-    row = result.row(backbone=model.backbone_name, checkpoint=args.load)
+    row = result.row(backbone=model.backbone_name, checkpoint=args.load, precision=args.precision)
     print(
         f"{args.benchmark} fold {args.fold} {args.nshot}-shot: mIoU {result.miou:.2f}  FB-IoU {result.fb_iou:.2f}"
         f"  ({result.episodes} episodes)"
@@ -197,6 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bsz", type=int, default=1)
     p.add_argument("--use-original-imgsize", action="store_true", help="evaluate at each query's original size")
     p.add_argument("--episodes", type=int, default=None, help="only the first N episodes (quick look)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="bf16: bfloat16 autocast")
+    p.add_argument("--reference", action="store_true", help="the per-shot reference path (official structure)")
     p.add_argument("--out", default=None, help="write the result row to this CSV")
     p.set_defaults(func=cmd_test)
 

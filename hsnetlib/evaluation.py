@@ -51,6 +51,7 @@ def evaluate(
     num_workers: int = 0,
     progress: bool = True,
     max_episodes: int | None = None,
+    predict_kwargs: dict | None = None,
 ) -> EvalResult:
     """Run ``model.predict`` on every episode of ``dataset`` and accumulate the paper's metrics.
 
@@ -58,6 +59,7 @@ def evaluate(
         (an HSNet or a baseline). ``shot`` defaults to the dataset's and must match it.
     With ``dataset.use_original_imgsize`` predictions are upsampled to each query's original
     size; that needs ``batch_size=1``. ``max_episodes`` evaluates only the first episodes (a quick look).
+    ``predict_kwargs`` go to every ``predict`` call, e.g. ``{"precision": "bf16"}`` or ``{"fused": False}`` for HSNet.
     """
     shot = dataset.shot if shot is None else shot
     if shot != dataset.shot:
@@ -81,6 +83,7 @@ def evaluate(
             batch["support_imgs"].to(device),
             batch["support_masks"].to(device),
             size=size,
+            **(predict_kwargs or {}),
         )
         inter, union = intersection_union(pred, gt, batch["query_ignore_idx"].to(device))
         meter.update(inter, union, batch["class_id"])

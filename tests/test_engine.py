@@ -3,6 +3,7 @@ import socket
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 import torch
 import torch.multiprocessing as mp
@@ -167,6 +168,15 @@ def test_cli_train_then_test_on_toy(tmp_path):
     )
     assert r.returncode == 0, r.stderr
     assert "mIoU" in r.stdout and (tmp_path / "res.csv").read_text().startswith("benchmark,fold,shot,miou,fb_iou")
+    common = ["test", "--benchmark", "toy", "--backbone", "resnet50", "--load", str(run / "best.pt")]
+    common += ["--img-size", "64", "--episodes", "4"]
+    fast = hsnet(*common, "--out", str(tmp_path / "fast.csv"))
+    ref = hsnet(*common, "--reference", "--out", str(tmp_path / "ref.csv"))
+    bf16 = hsnet(*common, "--precision", "bf16", "--out", str(tmp_path / "bf16.csv"))
+    assert fast.returncode == ref.returncode == bf16.returncode == 0, bf16.stderr
+    fast, ref = pd.read_csv(tmp_path / "fast.csv"), pd.read_csv(tmp_path / "ref.csv")
+    assert fast["miou"].iloc[0] == pytest.approx(ref["miou"].iloc[0], abs=0.5)
+    assert pd.read_csv(tmp_path / "bf16.csv")["precision"].iloc[0] == "bf16"
     r = hsnet("test", "--benchmark", "toy", "--backbone", "resnet101", "--load", str(run / "best.pt"))
     assert r.returncode == 2 and "looks like a resnet50 model" in r.stderr and len(r.stderr.splitlines()) == 1
 
