@@ -27,6 +27,7 @@ convolutions; normalization statistics stay in float32.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -47,52 +48,151 @@ def _unit_columns(x: torch.Tensor, eps: float) -> torch.Tensor:
     return x / (x.norm(dim=0, p=2, keepdim=True) + eps)
 
 
+def unit_query_features(query_feats: Sequence[torch.Tensor], dtype=torch.float32, eps: float = EPS):
+    """The query side of Eq. (2), once per query: each (B, C, H, W) feature divided by (its L2 norm
+    over C + eps), in ``dtype``."""
+    return [(q / (q.norm(dim=1, p=2, keepdim=True) + eps)).to(dtype) for q in query_feats]
+
+
+@dataclass
+class SupportWindow:
+    """A hypercorrelation restricted to the support rows/columns that can be nonzero.
+
+    ``corr`` (B, Ha, Wa, L, h, w) holds the correlations at support rows top..top+h-1 and columns
+    left..left+w-1 of the full (Hb, Wb) grid; every other support position is masked out by
+    Eq. (1), so its correlation is exactly 0 and never stored.
+    """
+
+    corr: torch.Tensor
+    top: int
+    left: int
+    full: tuple[int, int]
+
+    def dense(self) -> torch.Tensor:
+        """The full hypercorrelation (B, Ha, Wa, L, Hb, Wb), zeros outside the window."""
+        h, w = self.corr.shape[-2:]
+        Hb, Wb = self.full
+        pad = (self.left, Wb - self.left - w, self.top, Hb - self.top - h)
+        return F.pad(self.corr, pad)
+
+    @property
+    def is_full(self) -> bool:
+        return tuple(self.corr.shape[-2:]) == tuple(self.full)
+
+
+def _mask_window(mask: torch.Tensor) -> tuple[int, int, int, int]:
+    """(B, Hb, Wb) resized mask -> (top, bottom, left, right), exclusive ends, of its nonzero part (all items)."""
+    rows = (mask > 0).any(dim=2).any(dim=0).nonzero().squeeze(1)
+    cols = (mask > 0).any(dim=1).any(dim=0).nonzero().squeeze(1)
+    if rows.numel() == 0:  # an empty mask: keep one position so that shapes stay valid; it correlates to 0
+        return 0, 1, 0, 1
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
 def hypercorrelation_qm(
-    query_feats: Sequence[torch.Tensor],
+    query_units: Sequence[torch.Tensor],
     support_feats: Sequence[torch.Tensor],
     support_mask: torch.Tensor | None,
     pyramid_sizes: Sequence[int],
     dtype: torch.dtype = torch.float32,
     eps: float = EPS,
-) -> list[torch.Tensor]:
-    """Eq. (1)-(2) in the query-major layout: -> [C_deep, C_mid, C_shallow], each (B, Ha, Wa, |L_p|, Hb, Wb).
+) -> list[SupportWindow]:
+    """Eq. (1)-(2) in the query-major layout: -> [C_deep, C_mid, C_shallow] as :class:`SupportWindow` s,
+    each ``corr`` (B, Ha, Wa, |L_p|, h, w) over the support window that holds the (resized) mask.
 
-    query_feats / support_feats: the backbone's features, shallow to deep, each (B, C_l, H_l, W_l)
-    (unmasked support features). support_mask: (B, H, W) in [0, 1], or None for HSNet† (no masking).
+    query_units: :func:`unit_query_features` of the query features, shallow to deep, each (B, C_l, Ha, Wa).
+    support_feats: the support features (unmasked), shallow to deep, each (B, C_l, Hb, Wb).
+    support_mask: (B, H, W) in [0, 1], or None for HSNet† (no masking, no window).
     """
-    if len(query_feats) != sum(pyramid_sizes) or len(support_feats) != len(query_feats):
+    if len(query_units) != sum(pyramid_sizes) or len(support_feats) != len(query_units):
         raise ValueError(
             f"expected {sum(pyramid_sizes)} query and support feature maps for pyramid {tuple(pyramid_sizes)}, "
-            f"got {len(query_feats)} and {len(support_feats)}"
+            f"got {len(query_units)} and {len(support_feats)}"
         )
-    pyramid, end = [], len(query_feats)
+    pyramid, end = [], len(query_units)
     for size in pyramid_sizes:  # the deepest group sits at the end of the lists
-        qs, ss = query_feats[end - size : end], support_feats[end - size : end]
+        qs, ss = query_units[end - size : end], support_feats[end - size : end]
         B, _, Ha, Wa = qs[0].shape
+        N = Ha * Wa
         Hb, Wb = ss[0].shape[-2:]
-        out = torch.empty(B, Ha * Wa, size, Hb * Wb, dtype=dtype, device=qs[0].device)  # (B, Ha*Wa, L, Hb*Wb)
-        mask = resized_mask(support_mask, (Hb, Wb)).flatten(1) if support_mask is not None else None  # (B, Hb*Wb)
+        top, bottom, left, right = 0, Hb, 0, Wb
+        mask = None
+        if support_mask is not None:
+            mask = resized_mask(support_mask, (Hb, Wb))  # (B, Hb, Wb)
+            top, bottom, left, right = _mask_window(mask)
+            mask = mask[:, top:bottom, left:right].flatten(1)  # (B, h*w)
+        h, w = bottom - top, right - left
+        out = torch.empty(B, N, size, h * w, dtype=dtype, device=qs[0].device)  # (B, Ha*Wa, L, h*w)
         for b in range(B):
-            keep = None if mask is None else (mask[b] > 0).nonzero().squeeze(1)  # support positions inside the mask
-            if keep is not None and keep.numel() == Hb * Wb:
+            keep = None if mask is None else (mask[b] > 0).nonzero().squeeze(1)  # window positions inside the mask
+            if keep is not None and keep.numel() == h * w:
                 keep = None
             if keep is not None:
                 out[b].zero_()  # masked-out support features correlate to exactly 0 (a memset beats a scatter)
             for l, (q, s) in enumerate(zip(qs, ss)):
-                qn = _unit_columns(q[b].reshape(q.shape[1], Ha * Wa), eps).to(dtype)  # (C, Ha*Wa)
-                s = s[b].reshape(s.shape[1], Hb * Wb)  # (C, Hb*Wb)
+                s = s[b, :, top:bottom, left:right].reshape(s.shape[1], h * w)  # (C, h*w)
                 if mask is not None:
                     s = s * mask[b].to(s.dtype) if keep is None else s[:, keep] * mask[b, keep].to(s.dtype)
                 sn = _unit_columns(s, eps).to(dtype)  # (C, n_kept)
                 if keep is None:
-                    dst = out[b, :, l]  # (Ha*Wa, Hb*Wb), a strided view
-                    torch.mm(qn.t(), sn, out=dst)
+                    dst = out[b, :, l]  # (Ha*Wa, h*w), a strided view
+                    torch.mm(q[b].reshape(-1, N).t(), sn, out=dst)
                     dst.clamp_(min=0)
-                else:
-                    out[b, :, l].index_copy_(1, keep, torch.mm(qn.t(), sn).clamp_(min=0))
-        pyramid.append(out.view(B, Ha, Wa, size, Hb, Wb))
+                elif keep.numel():
+                    out[b, :, l].index_copy_(1, keep, torch.mm(q[b].reshape(-1, N).t(), sn).clamp_(min=0))
+        pyramid.append(SupportWindow(out.view(B, Ha, Wa, size, h, w), top, left, (Hb, Wb)))
         end -= size
     return pyramid
+
+
+def _affected_outputs(lo: int, hi: int, n_out: int, k: int, s: int, p: int) -> tuple[int, int]:
+    """Along one dim of a (k, stride s, padding p) convolution: the outputs [a, b) whose receptive
+    field meets the inputs lo..hi-1."""
+    return max(0, -(-(lo + p - k + 1) // s)), min(n_out, (hi - 1 + p) // s + 1)
+
+
+def center_pivot_window(layer: CenterPivotConv4d, win: SupportWindow) -> torch.Tensor:
+    """Eq. (5) on a windowed hypercorrelation (zeros outside the window): -> (B, Ha, Wa, O, Hk, Wk).
+
+    Outside the window both branches convolve zeros, so the output there is the sum of the two
+    biases; conv2 runs only on the outputs whose receptive field meets the window, conv1 only at
+    the kept support positions inside it.
+    """
+    if win.is_full:
+        return center_pivot_qm(layer, win.corr)
+    x = win.corr.contiguous()  # (B, Ha, Wa, C, h, w)
+    B, Ha, Wa, C, h, w = x.shape
+    (Hb, Wb), top, left = win.full, win.top, win.left
+    (kh, kw), (sh, sw), (ph, pw) = layer.kernel_size[2:], layer.stride[2:], layer.padding[2:]
+    Hk, Wk = (Hb + 2 * ph - kh) // sh + 1, (Wb + 2 * pw - kw) // sw + 1
+    O = layer.out_channels
+    bias1 = layer.conv1.bias if layer.conv1.bias is not None else x.new_zeros(O)
+    bias2 = layer.conv2.bias if layer.conv2.bias is not None else x.new_zeros(O)
+    out = (bias1 + bias2).to(x.dtype).view(1, 1, 1, O, 1, 1).expand(B, Ha, Wa, O, Hk, Wk).clone()
+
+    # conv2 over the support dims, on the outputs [r0, r1) x [c0, c1) that see the window
+    r0, r1 = _affected_outputs(top, top + h, Hk, kh, sh, ph)
+    c0, c1 = _affected_outputs(left, left + w, Wk, kw, sw, pw)
+    if r0 < r1 and c0 < c1:
+        # the inputs they read, as pads (negative = crop) of the window: zeros are masked-out or border
+        need_top, need_bottom = r0 * sh - ph, (r1 - 1) * sh - ph + kh
+        need_left, need_right = c0 * sw - pw, (c1 - 1) * sw - pw + kw
+        pad = (left - need_left, need_right - left - w, top - need_top, need_bottom - top - h)
+        x2 = F.pad(x.view(B * Ha * Wa, C, h, w), pad)  # (B*Ha*Wa, C, rows, cols)
+        y2 = F.conv2d(x2, layer.conv2.weight, layer.conv2.bias, (sh, sw))  # (B*Ha*Wa, O, r1-r0, c1-c0)
+        y2 = y2.view(B, Ha, Wa, O, r1 - r0, c1 - c0) + bias1.to(y2.dtype).view(O, 1, 1)
+        out[..., r0:r1, c0:c1] = y2
+
+    # conv1 over the query dims, at the kept support positions (multiples of the stride) inside the window
+    k0, k1 = -(-top // sh), (top + h - 1) // sh + 1
+    j0, j1 = -(-left // sw), (left + w - 1) // sw + 1
+    if k0 < k1 and j0 < j1:
+        kept = x[..., k0 * sh - top :: sh, j0 * sw - left :: sw][..., : k1 - k0, : j1 - j0]  # (B, Ha, Wa, C, nk, nj)
+        nk, nj = kept.shape[-2:]
+        z = kept.permute(0, 4, 5, 3, 1, 2).reshape(B * nk * nj, C, Ha, Wa)  # (B*nk*nj, C, Ha, Wa)
+        z = F.conv2d(z, layer.conv1.weight, None, 1, layer.conv1.padding)  # bias already in `out`
+        out[..., k0:k1, j0:j1] += z.view(B, nk, nj, O, Ha, Wa).permute(0, 4, 5, 3, 1, 2).to(out.dtype)
+    return out
 
 
 def _dense_support_matrix(conv: nn.Conv2d, Hb: int, Wb: int, Hk: int, Wk: int) -> torch.Tensor:
@@ -174,13 +274,15 @@ def group_norm_relu_qm(norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
     return y.clamp_(min=0)
 
 
-def block_qm(block: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
-    """A [CenterPivotConv4d, GroupNorm, ReLU] x n block of the learner on a query-major tensor."""
+def block_qm(block: nn.Sequential, x: torch.Tensor | SupportWindow) -> torch.Tensor:
+    """A [CenterPivotConv4d, GroupNorm, ReLU] x n block of the learner on a query-major tensor
+    (or a windowed hypercorrelation, which the first layer expands to the full support grid)."""
     layers = list(block)
     for conv, norm, relu in zip(layers[0::3], layers[1::3], layers[2::3]):
         if not (isinstance(conv, CenterPivotConv4d) and isinstance(norm, nn.GroupNorm) and isinstance(relu, nn.ReLU)):
             raise TypeError(f"block_qm expects [CenterPivotConv4d, GroupNorm, ReLU] x n, got {block}")
-        x = group_norm_relu_qm(norm, center_pivot_qm(conv, x))
+        y = center_pivot_window(conv, x) if isinstance(x, SupportWindow) else center_pivot_qm(conv, x)
+        x = group_norm_relu_qm(norm, y)
     return x
 
 
@@ -198,8 +300,8 @@ def supports_fast_path(learner: nn.Module) -> bool:
     return bool(convs) and all(isinstance(m, CenterPivotConv4d) for m in convs)
 
 
-def learner_qm(learner: nn.Module, pyramid: list[torch.Tensor]) -> torch.Tensor:
-    """HPNLearner.forward on a query-major pyramid: -> logits (B, 2, 2*Ha_2, 2*Wa_2)."""
+def learner_qm(learner: nn.Module, pyramid: list[torch.Tensor | SupportWindow]) -> torch.Tensor:
+    """HPNLearner.forward on a query-major pyramid (tensors or windows): -> logits (B, 2, 2*Ha_2, 2*Wa_2)."""
     sqz4 = block_qm(learner.encoder_layer4, pyramid[0])  # (B, Ha4, Wa4, 128, hb, wb)
     sqz3 = block_qm(learner.encoder_layer3, pyramid[1])  # (B, Ha3, Wa3, 128, hb, wb)
     sqz2 = block_qm(learner.encoder_layer2, pyramid[2])  # (B, Ha2, Wa2, 128, hb, wb)

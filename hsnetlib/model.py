@@ -188,6 +188,8 @@ class HSNet(nn.Module):
                 return torch.stack(logits, dim=1)  # (B, K, 2, H, W)
             fast = fastpath.supports_fast_path(self.hpn_learner)
             query_feats = self.fast_features(query_img)  # once for all K shots
+            if fast:  # the query side of Eq. (2), also once
+                query_feats = fastpath.unit_query_features(query_feats, torch.bfloat16 if bf16 else torch.float32)
             chunk = K if query_img.device.type == "cuda" else 1  # CPU: large batches thrash the cache
             logits = []
             for k0 in range(0, K, chunk):

@@ -41,6 +41,24 @@ def test_center_pivot_qm_equals_reference(cin, cout, k, s, query, support, batch
     torch.testing.assert_close(cm(fast), ref, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("k, s", [(3, 2), (5, 4), (3, 1), (5, 2)])
+@pytest.mark.parametrize(
+    "window", [(0, 3, 0, 2), (2, 7, 3, 9), (5, 13, 6, 11), (12, 13, 0, 11), (4, 5, 4, 5), (1, 12, 0, 11)]
+)
+@pytest.mark.parametrize("bias", [True, False])
+def test_center_pivot_window_equals_dense(k, s, window, bias):
+    top, bottom, left, right = window  # rows / cols of a 13 x 11 support grid that may be nonzero
+    layer = CenterPivotConv4d(3, 4, k, s, k // 2, bias=bias)
+    if bias:
+        nn.init.normal_(layer.conv1.bias)
+        nn.init.normal_(layer.conv2.bias)
+    x = torch.zeros(2, 3, 5, 4, 13, 11)
+    x[..., top:bottom, left:right] = torch.randn(2, 3, 5, 4, bottom - top, right - left)
+    win = fastpath.SupportWindow(qm(x)[..., top:bottom, left:right], top, left, (13, 11))
+    torch.testing.assert_close(cm(win.dense()), x)
+    torch.testing.assert_close(cm(fastpath.center_pivot_window(layer, win)), layer(x), rtol=1e-5, atol=1e-5)
+
+
 def test_center_pivot_qm_without_bias_and_bad_channels():
     layer = CenterPivotConv4d(3, 4, 3, 1, 1, bias=False)
     x = torch.randn(1, 3, 4, 4, 2, 2)
@@ -90,21 +108,27 @@ def test_hypercorrelation_qm_equals_reference(case):
     elif case == "soft":
         mask[:, 10:30, 10:30] = 0.5
     ref = hypercorrelation(fq, mask_features(fs, mask), pyramid)
-    fast = fastpath.hypercorrelation_qm(fq, fs, mask, pyramid)
-    for r, f in zip(ref, fast):
+    fast = fastpath.hypercorrelation_qm(fastpath.unit_query_features(fq), fs, mask, pyramid)
+    for r, win in zip(ref, fast):
+        f = win.dense()
         assert f.shape == (r.shape[0], *r.shape[2:4], r.shape[1], *r.shape[4:])
         torch.testing.assert_close(cm(f), r, rtol=1e-5, atol=1e-6)
+    if case == "full":
+        assert all(w.is_full for w in fast)
+    if case in ("box", "soft", "empty"):
+        assert not fast[-1].is_full  # a mask inside the grid: only its window is stored
     if case == "empty":
-        assert all((f == 0).all() for f in fast)
+        assert all((w.corr == 0).all() for w in fast)
 
 
 def test_hypercorrelation_qm_without_mask_and_bad_lists():
     channels, hw = [4, 4, 4], [(6, 6), (6, 6), (3, 3)]
     fq, fs = _features(1, channels, hw, 2), _features(1, channels, hw, 3)
     ref = hypercorrelation(fq, fs, (1, 2))
-    fast = fastpath.hypercorrelation_qm(fq, fs, None, (1, 2))
-    for r, f in zip(ref, fast):
-        torch.testing.assert_close(cm(f), r, rtol=1e-5, atol=1e-6)
+    fast = fastpath.hypercorrelation_qm(fastpath.unit_query_features(fq), fs, None, (1, 2))
+    for r, win in zip(ref, fast):
+        assert win.is_full
+        torch.testing.assert_close(cm(win.corr), r, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="expected 3 query and support feature maps"):
         fastpath.hypercorrelation_qm(fq[:2], fs[:2], None, (1, 2))
 
