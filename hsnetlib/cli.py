@@ -157,6 +157,8 @@ def cmd_bench(args):
             repeats=args.repeats,
             device=args.device,
             batch=args.batch,
+            shots=tuple(args.shots),
+            precisions=tuple(args.precisions),
         )
     print(table.attrs)
     print(table.to_string())
@@ -241,6 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--img-size", type=int, default=None)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--batch", type=int, default=1, help="episodes per call (inference)")
+    p.add_argument("--shots", type=int, nargs="+", default=[1, 5], help="K values (inference)")
+    p.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default=None, help="also write the table to this CSV")
     p.set_defaults(func=cmd_bench)

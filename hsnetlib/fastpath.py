@@ -1,4 +1,4 @@
-"""Fast inference path of HSNet (issue 7): the same maths as the reference modules, fewer copies.
+"""Fast inference path of HSNet (issue 7): the same maths as the reference modules, fewer copies and FLOPs.
 
 The reference modules (conv4d.py, correlation.py, model.py) keep 6D tensors in the official
 code's *channel-major* layout ``(B, C, Ha, Wa, Hb, Wb)``. Every center-pivot layer then copies
@@ -7,8 +7,11 @@ branch outputs back, and the correlation stacks and scatters the largest tensor 
 Here the same parameters are applied to tensors kept *query-major*, ``(B, Ha, Wa, C, Hb, Wb)``:
 
 - Eq. (2) writes each layer's correlation straight into its channel slot of that layout (one
-  matrix product per layer into a strided view), and only for the support positions inside the
-  resized mask: the others correlate to exactly 0 (Eq. 1 zeroes their features).
+  matrix product per layer into a strided view), only for the support positions inside the
+  resized mask (the others correlate to exactly 0: Eq. 1 zeroes their features), and stores
+  only the mask's bounding window of the support grid (:class:`SupportWindow`).
+- The first layer of each squeeze block convolves only that window: outside it both branches
+  see zeros and give their biases (:func:`center_pivot_window`).
 - conv2 of a center-pivot layer (support dims) reads ``(B*Ha*Wa, C, Hb, Wb)`` as a free view and
   writes its output in the same layout; when the support grid is smaller than the kernel
   (2x2 support, 3x3 kernel) it is one matrix product with the convolution's dense matrix, which
@@ -17,6 +20,9 @@ Here the same parameters are applied to tensors kept *query-major*, ``(B, Ha, Wa
   is added in place into conv2's.
 - GroupNorm (4 groups) is computed from the same statistics as ``nn.GroupNorm``, in this layout.
 - The query-dim bilinear resize reads the tensor as a channels-last image (a free view).
+
+The backbone side (BatchNorm folded into a cached channels-last copy) is
+:meth:`hsnetlib.model.HSNet.fast_features`.
 
 Inference only (``torch.inference_mode``; matrix products with ``out=`` carry no autograd).
 ``HSNet.kshot_logits(fused=False)`` is the correctness oracle; tests compare the two.
@@ -96,6 +102,7 @@ def hypercorrelation_qm(
     pyramid_sizes: Sequence[int],
     dtype: torch.dtype = torch.float32,
     eps: float = EPS,
+    windowed: bool = True,
 ) -> list[SupportWindow]:
     """Eq. (1)-(2) in the query-major layout: -> [C_deep, C_mid, C_shallow] as :class:`SupportWindow` s,
     each ``corr`` (B, Ha, Wa, |L_p|, h, w) over the support window that holds the (resized) mask.
@@ -103,6 +110,8 @@ def hypercorrelation_qm(
     query_units: :func:`unit_query_features` of the query features, shallow to deep, each (B, C_l, Ha, Wa).
     support_feats: the support features (unmasked), shallow to deep, each (B, C_l, Hb, Wb).
     support_mask: (B, H, W) in [0, 1], or None for HSNet† (no masking, no window).
+    windowed: False computes every support position with one batched product per layer (no
+        per-item loop, no host synchronization: the CUDA choice); the result is the same.
     """
     if len(query_units) != sum(pyramid_sizes) or len(support_feats) != len(query_units):
         raise ValueError(
@@ -115,6 +124,10 @@ def hypercorrelation_qm(
         B, _, Ha, Wa = qs[0].shape
         N = Ha * Wa
         Hb, Wb = ss[0].shape[-2:]
+        if not windowed:
+            pyramid.append(SupportWindow(_dense_level(qs, ss, support_mask, dtype, eps), 0, 0, (Hb, Wb)))
+            end -= size
+            continue
         top, bottom, left, right = 0, Hb, 0, Wb
         mask = None
         if support_mask is not None:
@@ -143,6 +156,21 @@ def hypercorrelation_qm(
         pyramid.append(SupportWindow(out.view(B, Ha, Wa, size, h, w), top, left, (Hb, Wb)))
         end -= size
     return pyramid
+
+
+def _dense_level(qs, ss, support_mask, dtype, eps) -> torch.Tensor:
+    """One pyramid level, every support position, batched: -> (B, Ha, Wa, L, Hb, Wb)."""
+    B, _, Ha, Wa = qs[0].shape
+    Hb, Wb = ss[0].shape[-2:]
+    out = torch.empty(B, Ha * Wa, len(qs), Hb * Wb, dtype=dtype, device=qs[0].device)
+    mask = resized_mask(support_mask, (Hb, Wb)).flatten(1).unsqueeze(1) if support_mask is not None else None
+    for l, (q, s) in enumerate(zip(qs, ss)):
+        s = s.flatten(2)  # (B, C, Hb*Wb)
+        if mask is not None:
+            s = s * mask.to(s.dtype)
+        sn = (s / (s.norm(dim=1, p=2, keepdim=True) + eps)).to(dtype)
+        out[:, :, l] = torch.bmm(q.flatten(2).transpose(1, 2), sn).clamp_(min=0)  # (B, Ha*Wa, Hb*Wb)
+    return out.view(B, Ha, Wa, len(qs), Hb, Wb)
 
 
 def _affected_outputs(lo: int, hi: int, n_out: int, k: int, s: int, p: int) -> tuple[int, int]:
@@ -256,7 +284,7 @@ def group_norm_relu_qm(norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
     K = (C // G) * Hb * Wb
     groups = x.view(B, Ha * Wa, G, K)
     # Sums over the contiguous last dim per (query position, group) in float32, combined over the
-    # positions in float64 (Chan et al.'s parallel variance): one cheap pass, no large temporary.
+    # positions in float64 (Chan et al.'s parallel variance): two cheap reductions, no large temporary.
     s1 = groups.sum(dim=3, dtype=torch.float32)  # (B, Ha*Wa, G)
     s2 = torch.linalg.vector_norm(groups, dim=3, dtype=torch.float32).square()
     mean_k = s1.double() / K

@@ -118,6 +118,10 @@ class HSNet(nn.Module):
         use_support_mask: False gives HSNet† of Table 1 (no support feature masking, Eq. 1).
     """
 
+    # predict(): run the K shots as one batch (True), one after the other (False), or None: batch on
+    # CUDA only (measured on CPU: large 6D batches thrash the cache, benchmarks/RESULTS.md)
+    batch_shots: bool | None = None
+
     def __init__(self, backbone="resnet50", kernel="center-pivot", weights=None, use_support_mask=True):
         super().__init__()
         spec = check_backbone_name(backbone)
@@ -172,8 +176,8 @@ class HSNet(nn.Module):
         code does (the correctness oracle). The default computes the query features once and runs
         the 4D learner through :mod:`hsnetlib.fastpath` (same maths, fewer copies and FLOPs; the
         paper's center-pivot kernel only, other kernels use the reference modules); the K shots run
-        as one batch on CUDA and one after the other on CPU (measured faster there: large 6D batches
-        thrash the cache, benchmarks/RESULTS.md). ``precision="bf16"``: bfloat16 autocast.
+        as one batch on CUDA and one after the other on CPU (see ``batch_shots``).
+        ``precision="bf16"``: bfloat16 autocast.
         """
         check_episode(query_img, support_imgs, support_masks)
         if precision not in ("fp32", "bf16"):
@@ -187,10 +191,12 @@ class HSNet(nn.Module):
                 logits = [self(query_img, support_imgs[:, k], support_masks[:, k], size).float() for k in range(K)]
                 return torch.stack(logits, dim=1)  # (B, K, 2, H, W)
             fast = fastpath.supports_fast_path(self.hpn_learner)
+            dtype = torch.bfloat16 if bf16 else torch.float32
             query_feats = self.fast_features(query_img)  # once for all K shots
             if fast:  # the query side of Eq. (2), also once
-                query_feats = fastpath.unit_query_features(query_feats, torch.bfloat16 if bf16 else torch.float32)
-            chunk = K if query_img.device.type == "cuda" else 1  # CPU: large batches thrash the cache
+                query_feats = fastpath.unit_query_features(query_feats, dtype)
+            batched = self.batch_shots if self.batch_shots is not None else query_img.device.type == "cuda"
+            chunk = K if batched else 1  # CPU: large batches thrash the cache
             logits = []
             for k0 in range(0, K, chunk):
                 n = min(chunk, K - k0)
@@ -198,9 +204,10 @@ class HSNet(nn.Module):
                 s = self.fast_features(support_imgs[:, k0 : k0 + n].flatten(0, 1))  # (B*n, C, h, w)
                 mask = support_masks[:, k0 : k0 + n].flatten(0, 1)  # (B*n, H, W)
                 if fast:
-                    dtype = torch.bfloat16 if bf16 else torch.float32
+                    support_mask = mask if self.use_support_mask else None
+                    # batched shots: batched products, no per-item windows (no host synchronization)
                     pyramid = fastpath.hypercorrelation_qm(
-                        q, s, mask if self.use_support_mask else None, self.pyramid_sizes, dtype
+                        q, s, support_mask, self.pyramid_sizes, dtype, windowed=not batched
                     )
                     out = fastpath.learner_qm(self.hpn_learner, pyramid).float()  # (B*n, 2, h, w)
                 else:

@@ -171,7 +171,7 @@ def gemm_peak_gflops(dtype=torch.float32, n: int = 2048, repeats: int = 5, devic
     return 2 * n**3 / statistics.median(times) / 1e9
 
 
-def _row(backbone, shot, path, precision, seconds, flops, baseline_seconds, peak):
+def _row(backbone, shot, path, precision, seconds, flops, baseline_seconds, peak, memory_mb):
     return {
         "backbone": backbone,
         "shot": shot,
@@ -182,21 +182,29 @@ def _row(backbone, shot, path, precision, seconds, flops, baseline_seconds, peak
         "GFLOP/s": flops / seconds / 1e9,
         "speedup_vs_official_style": baseline_seconds / seconds,
         "gemm_peak_GFLOP/s": peak,
+        "cuda_peak_MB": memory_mb,
     }
 
 
-def time_call(fn, inputs, repeats: int) -> float:
-    """Median seconds of ``fn(*inputs)`` after one warm-up call (CUDA-synchronized)."""
-    sync = torch.cuda.synchronize if inputs[0].device.type == "cuda" else (lambda: None)
-    times = []
+def time_call(fn, inputs, repeats: int) -> tuple[float, float | None]:
+    """Median seconds of ``fn(*inputs)`` after one warm-up call (CUDA-synchronized), and on CUDA the
+    peak memory allocated during one call, in MB (None on CPU)."""
+    cuda = inputs[0].device.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    times, peak_mb = [], None
     for i in range(repeats + 1):
         sync()
+        if cuda and i == 1:
+            torch.cuda.reset_peak_memory_stats(inputs[0].device)
+            base = torch.cuda.memory_allocated(inputs[0].device)
         t0 = time.perf_counter()
         fn(*inputs)
         sync()
         if i:
             times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        if cuda and i == 1:
+            peak_mb = (torch.cuda.max_memory_allocated(inputs[0].device) - base) / 2**20
+    return statistics.median(times), peak_mb
 
 
 def count_flops(fn, inputs) -> int:
@@ -212,7 +220,8 @@ def inference_table(
     """Per-episode latency of ``HSNet.predict`` (the fast path, fp32 and bf16) against two baselines
     timed in the same process, in fp32: ``official-style`` (the official code's computation,
     :mod:`hsnetlib.official_style`) and ``reference`` (``predict(fused=False)``, the test oracle).
-    Speed-ups are relative to official-style. ``img_size`` defaults to 400.
+    Speed-ups are relative to official-style. ``img_size`` defaults to 400. On CUDA the table also
+    gives the peak memory of one call (``cuda_peak_MB``, above what was allocated before it).
     """
     dev = resolve_device(device)
     img_size = img_size or 400
@@ -232,11 +241,10 @@ def inference_table(
             inputs = episode(img_size, shot, batch, dev)
             base = None
             for (path, precision), fn in paths.items():
-                seconds = time_call(fn, inputs, repeats)
+                seconds, memory = time_call(fn, inputs, repeats)
                 base = base or seconds
-                rows.append(
-                    _row(backbone, shot, path, precision, seconds, count_flops(fn, inputs), base, peak[precision])
-                )
+                flops = count_flops(fn, inputs)
+                rows.append(_row(backbone, shot, path, precision, seconds, flops, base, peak[precision], memory))
     table = pd.DataFrame(rows)
     table.attrs.update(
         img_size=img_size,

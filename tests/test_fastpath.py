@@ -92,7 +92,8 @@ def _features(batch, sizes_channels, hw, seed):
 
 
 @pytest.mark.parametrize("case", ["box", "per-item", "empty", "full", "soft"])
-def test_hypercorrelation_qm_equals_reference(case):
+@pytest.mark.parametrize("windowed", [True, False])
+def test_hypercorrelation_qm_equals_reference(case, windowed):
     B, pyramid = 2, (1, 2, 2)  # deepest first: 1 layer at 3x3, 2 at 5x5, 2 at 9x9 (shallow to deep below)
     channels, hw = [6, 6, 8, 8, 10], [(9, 9), (9, 9), (5, 5), (5, 5), (3, 3)]
     fq = _features(B, channels, hw, 0)
@@ -108,7 +109,7 @@ def test_hypercorrelation_qm_equals_reference(case):
     elif case == "soft":
         mask[:, 10:30, 10:30] = 0.5
     ref = hypercorrelation(fq, mask_features(fs, mask), pyramid)
-    fast = fastpath.hypercorrelation_qm(fastpath.unit_query_features(fq), fs, mask, pyramid)
+    fast = fastpath.hypercorrelation_qm(fastpath.unit_query_features(fq), fs, mask, pyramid, windowed=windowed)
     for r, win in zip(ref, fast):
         f = win.dense()
         assert f.shape == (r.shape[0], *r.shape[2:4], r.shape[1], *r.shape[4:])
@@ -116,7 +117,7 @@ def test_hypercorrelation_qm_equals_reference(case):
     if case == "full":
         assert all(w.is_full for w in fast)
     if case in ("box", "soft", "empty"):
-        assert not fast[-1].is_full  # a mask inside the grid: only its window is stored
+        assert fast[-1].is_full != windowed  # a mask inside the grid: only its window is stored
     if case == "empty":
         assert all((w.corr == 0).all() for w in fast)
 

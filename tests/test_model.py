@@ -174,8 +174,10 @@ def test_kshot_vote_hand_worked_example():
 
 @pytest.mark.parametrize("backbone", BACKBONES)
 @pytest.mark.parametrize("batch, shot", [(1, 1), (2, 1), (1, 3), (2, 3), (1, 5), (2, 5)])
-def test_fused_predict_equals_per_shot_loop(models, backbone, batch, shot):
+@pytest.mark.parametrize("batch_shots", [None, True])  # True: the CUDA design (shots batched), run on CPU
+def test_fused_predict_equals_per_shot_loop(models, backbone, batch, shot, batch_shots, monkeypatch):
     model = models[backbone]
+    monkeypatch.setattr(model, "batch_shots", batch_shots)
     g = torch.Generator().manual_seed(batch * 10 + shot)
     q = torch.randn(batch, 3, 80, 80, generator=g)
     s = torch.randn(batch, shot, 3, 80, 80, generator=g)

@@ -1,0 +1,88 @@
+"""What each lever of the fast inference path pays, stage by stage (issue 7).
+
+    python benchmarks/bench_levers.py [--backbone resnet50] [--img-size 400] [--repeats 7]
+
+One 1-shot episode (centred box mask covering 25 % of the support image, random weights). Each
+stage is timed in its reference form and in its fast form, interleaved, median of ``repeats``
+after a warm-up, so that both see the same machine load. Results: benchmarks/RESULTS.md.
+"""
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from hsnetlib import HSNet, fastpath
+from hsnetlib.correlation import mask_features
+from hsnetlib.official_style import dense_level_correlations
+from hsnetlib.profile import episode
+
+
+def medians(fns: dict, repeats: int) -> dict:
+    for fn in fns.values():
+        fn()
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: 1000 * statistics.median(t) for name, t in times.items()}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backbone", default="resnet50")
+    parser.add_argument("--img-size", type=int, default=400)
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    model = HSNet(args.backbone).eval()
+    q, s, m = episode(args.img_size, 1)
+    s, m = s[:, 0], m[:, 0]
+    learner = model.hpn_learner
+    with torch.inference_mode():
+        fq, fs = model.features(q), model.features(s)
+        masked = model.hypercorrelation(fq, fs, m)  # reference pyramid (sparse Eq. 2, channel-major)
+        units = fastpath.unit_query_features(model.fast_features(q))
+        fs_fast = model.fast_features(s)
+        windows = fastpath.hypercorrelation_qm(units, fs_fast, m, model.pyramid_sizes)
+        dense_qm = [w.dense() for w in windows]
+        stages = [
+            (
+                "backbone, one image",
+                {
+                    "features (official)": lambda: model.features(q),
+                    "BN folded, channels-last": lambda: model.fast_features(q),
+                },
+            ),
+            (
+                "Eq. 1-2 hypercorrelation",
+                {
+                    "dense, stacked (official)": lambda: dense_level_correlations(
+                        fq, mask_features(fs, m), model.pyramid_sizes
+                    ),
+                    "sparse columns (reference)": lambda: model.hypercorrelation(fq, fs, m),
+                    "query-major, mask window": lambda: fastpath.hypercorrelation_qm(
+                        units, fs_fast, m, model.pyramid_sizes
+                    ),
+                },
+            ),
+            (
+                "4D learner + decoder",
+                {
+                    "channel-major (reference)": lambda: learner(masked),
+                    "query-major, full grid": lambda: fastpath.learner_qm(learner, dense_qm),
+                    "query-major, mask window": lambda: fastpath.learner_qm(learner, windows),
+                },
+            ),
+        ]
+        print(f"{args.backbone} {args.img_size}px 1-shot, {torch.get_num_threads()} threads, torch {torch.__version__}")
+        for stage, fns in stages:
+            for name, ms in medians(fns, args.repeats).items():
+                print(f"{stage:28s} {name:30s} {ms:8.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
