@@ -3,8 +3,9 @@
     python benchmarks/bench_levers.py [--backbone resnet50] [--img-size 400] [--repeats 7]
 
 One 1-shot episode (centred box mask covering 25 % of the support image, random weights). Each
-stage is timed in its reference form and in its fast form, interleaved, median of ``repeats``
-after a warm-up, so that both see the same machine load. Results: benchmarks/RESULTS.md.
+stage is timed in its reference form and in its fast form(s), interleaved, median of ``repeats``
+after a warm-up, so that all see the same machine load. The fast correlation includes the query
+normalization (done once per episode in ``predict``). Results: benchmarks/RESULTS.md.
 """
 
 import argparse
@@ -45,8 +46,8 @@ def main():
     with torch.inference_mode():
         fq, fs = model.features(q), model.features(s)
         masked = model.hypercorrelation(fq, fs, m)  # reference pyramid (sparse Eq. 2, channel-major)
-        units = fastpath.unit_query_features(model.fast_features(q))
-        fs_fast = model.fast_features(s)
+        fq_fast, fs_fast = model.fast_features(q), model.fast_features(s)
+        units = fastpath.unit_query_features(fq_fast)
         windows = fastpath.hypercorrelation_qm(units, fs_fast, m, model.pyramid_sizes)
         dense_qm = [w.dense() for w in windows]
         stages = [
@@ -64,8 +65,11 @@ def main():
                         fq, mask_features(fs, m), model.pyramid_sizes
                     ),
                     "sparse columns (reference)": lambda: model.hypercorrelation(fq, fs, m),
+                    "query-major, every position": lambda: fastpath.hypercorrelation_qm(
+                        fastpath.unit_query_features(fq_fast), fs_fast, m, model.pyramid_sizes, windowed=False
+                    ),
                     "query-major, mask window": lambda: fastpath.hypercorrelation_qm(
-                        units, fs_fast, m, model.pyramid_sizes
+                        fastpath.unit_query_features(fq_fast), fs_fast, m, model.pyramid_sizes
                     ),
                 },
             ),
