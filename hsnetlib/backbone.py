@@ -143,20 +143,23 @@ def inference_copy(name: str, net: nn.Module) -> nn.Module:
     """A copy of a frozen backbone for fast inference: BatchNorm folded into the convolution before
     it (eval-mode statistics: w' = w * gamma / sqrt(var + eps), b' = beta - mean * gamma / sqrt(var + eps)),
     weights in channels-last memory format. Same features up to float rounding; feed it
-    channels-last images. VGG-16 has no BatchNorm: only the memory format changes.
+    channels-last images. VGG-16 has no BatchNorm: only ``features`` is copied, in channels-last.
     """
     check_backbone_name(name)
+    if name == "vgg16":  # only `features` is read: leave the 120M-parameter classifier out of the copy
+        shell = nn.Module()
+        shell.features = copy.deepcopy(net.features).eval()
+        return shell.to(memory_format=torch.channels_last)
     net = copy.deepcopy(net).eval()
-    if name != "vgg16":
-        net.conv1, net.bn1 = fuse_conv_bn_eval(net.conv1, net.bn1), nn.Identity()
-        for layer in (net.layer1, net.layer2, net.layer3, net.layer4):
-            for block in layer:
-                for i in (1, 2, 3):
-                    conv, bn = getattr(block, f"conv{i}"), getattr(block, f"bn{i}")
-                    setattr(block, f"conv{i}", fuse_conv_bn_eval(conv, bn))
-                    setattr(block, f"bn{i}", nn.Identity())
-                if block.downsample is not None:
-                    block.downsample = nn.Sequential(fuse_conv_bn_eval(block.downsample[0], block.downsample[1]))
+    net.conv1, net.bn1 = fuse_conv_bn_eval(net.conv1, net.bn1), nn.Identity()
+    for layer in (net.layer1, net.layer2, net.layer3, net.layer4):
+        for block in layer:
+            for i in (1, 2, 3):
+                conv, bn = getattr(block, f"conv{i}"), getattr(block, f"bn{i}")
+                setattr(block, f"conv{i}", fuse_conv_bn_eval(conv, bn))
+                setattr(block, f"bn{i}", nn.Identity())
+            if block.downsample is not None:
+                block.downsample = nn.Sequential(fuse_conv_bn_eval(block.downsample[0], block.downsample[1]))
     return net.to(memory_format=torch.channels_last)
 
 

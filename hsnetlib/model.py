@@ -143,9 +143,13 @@ class HSNet(nn.Module):
 
     @torch.no_grad()
     def fast_features(self, img: torch.Tensor) -> list[torch.Tensor]:
-        """:meth:`features` through a cached copy of the backbone with BatchNorm folded into the convolutions
-        and channels-last weights (:func:`~hsnetlib.backbone.inference_copy`); the copy is rebuilt
-        whenever a backbone tensor is changed, replaced or moved. Features come out channels-last."""
+        """:meth:`features` through a copy of the backbone with BatchNorm folded into the convolutions
+        and channels-last weights (:func:`~hsnetlib.backbone.inference_copy`), built on first use
+        (ResNet-50: about 80 ms) and kept beside the module, never in its state dict. The copy is keyed
+        on the backbone's tensors (storage, in-place version, device, dtype): changing, loading,
+        replacing or moving any of them rebuilds it. It holds no input-size assumption; it costs
+        the backbone's memory once more (ResNet-50: 97 MB; VGG-16: its 56 MB of conv layers).
+        Features come out channels-last."""
         state = self.backbone.state_dict(keep_vars=True).values()
         key = tuple((t.data_ptr(), t._version, t.device, t.dtype) for t in state)
         cached = self.__dict__.get("_fast_backbone")
