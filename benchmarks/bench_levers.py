@@ -1,6 +1,6 @@
 """What each lever of the fast inference path pays, stage by stage (issue 7).
 
-    python benchmarks/bench_levers.py [--backbone resnet50] [--img-size 400] [--repeats 7]
+    python benchmarks/bench_levers.py [--backbone resnet50] [--img-size 400] [--repeats 7] [--compile]
 
 One 1-shot episode (centred box mask covering 25 % of the support image, random weights). Each
 stage is timed in its reference form and in its fast form(s), interleaved, median of ``repeats``
@@ -15,6 +15,7 @@ import time
 import torch
 
 from hsnetlib import HSNet, fastpath
+from hsnetlib.backbone import extract_features
 from hsnetlib.correlation import mask_features
 from hsnetlib.official_style import dense_level_correlations
 from hsnetlib.profile import episode
@@ -37,6 +38,7 @@ def main():
     parser.add_argument("--backbone", default="resnet50")
     parser.add_argument("--img-size", type=int, default=400)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile of the backbone copy")
     args = parser.parse_args()
     torch.manual_seed(0)
     model = HSNet(args.backbone).eval()
@@ -50,14 +52,20 @@ def main():
         units = fastpath.unit_query_features(fq_fast)
         windows = fastpath.hypercorrelation_qm(units, fs_fast, m, model.pyramid_sizes)
         dense_qm = [w.dense() for w in windows]
+        backbone = {
+            "features (official)": lambda: model.features(q),
+            "BN folded, channels-last": lambda: model.fast_features(q),
+        }
+        if args.compile:  # not part of predict: an optional lever, measured here only
+            copy = model.__dict__["_fast_backbone"][1]
+            compiled = torch.compile(lambda img: extract_features(args.backbone, copy, img))
+            img = q.contiguous(memory_format=torch.channels_last)
+            t0 = time.perf_counter()
+            compiled(img)
+            print(f"torch.compile of the backbone copy: {time.perf_counter() - t0:.1f} s to compile")
+            backbone["BN folded, channels-last, compiled"] = lambda: compiled(img)
         stages = [
-            (
-                "backbone, one image",
-                {
-                    "features (official)": lambda: model.features(q),
-                    "BN folded, channels-last": lambda: model.fast_features(q),
-                },
-            ),
+            ("backbone, one image", backbone),
             (
                 "Eq. 1-2 hypercorrelation",
                 {
