@@ -149,11 +149,13 @@ def hypercorrelation_qm(
                 sn = _unit_columns(s, eps).to(dtype)  # (C, n_kept)
                 if keep is None:
                     dst = out[b, :, l]  # (Ha*Wa, h*w), a strided view
-                    torch.mm(q[b].reshape(-1, N).t(), sn, out=dst)
+                    torch.mm(q[b].reshape(-1, N).t(), sn, out=dst)  # (Ha*Wa, C) @ (C, h*w)
                     dst.clamp_(min=0)
                 elif keep.numel():
-                    out[b, :, l].index_copy_(1, keep, torch.mm(q[b].reshape(-1, N).t(), sn).clamp_(min=0))
-        pyramid.append(SupportWindow(out.view(B, Ha, Wa, size, h, w), top, left, (Hb, Wb)))
+                    corr = torch.mm(q[b].reshape(-1, N).t(), sn).clamp_(min=0)  # (Ha*Wa, n_kept)
+                    out[b, :, l].index_copy_(1, keep, corr)
+        corr = out.view(B, Ha, Wa, size, h, w)  # (B, Ha, Wa, L, h, w)
+        pyramid.append(SupportWindow(corr, top, left, (Hb, Wb)))
         end -= size
     return pyramid
 
@@ -163,14 +165,16 @@ def _dense_level(qs, ss, support_mask, dtype, eps) -> torch.Tensor:
     B, _, Ha, Wa = qs[0].shape
     Hb, Wb = ss[0].shape[-2:]
     out = torch.empty(B, Ha * Wa, len(qs), Hb * Wb, dtype=dtype, device=qs[0].device)
-    mask = resized_mask(support_mask, (Hb, Wb)).flatten(1).unsqueeze(1) if support_mask is not None else None
+    mask = (
+        None if support_mask is None else resized_mask(support_mask, (Hb, Wb)).flatten(1).unsqueeze(1)
+    )  # (B, 1, Hb*Wb)
     for l, (q, s) in enumerate(zip(qs, ss)):
         s = s.flatten(2)  # (B, C, Hb*Wb)
         if mask is not None:
             s = s * mask.to(s.dtype)
         sn = (s / (s.norm(dim=1, p=2, keepdim=True) + eps)).to(dtype)
         out[:, :, l] = torch.bmm(q.flatten(2).transpose(1, 2), sn).clamp_(min=0)  # (B, Ha*Wa, Hb*Wb)
-    return out.view(B, Ha, Wa, len(qs), Hb, Wb)
+    return out.view(B, Ha, Wa, len(qs), Hb, Wb)  # (B, Ha, Wa, L, Hb, Wb)
 
 
 def _affected_outputs(lo: int, hi: int, n_out: int, k: int, s: int, p: int) -> tuple[int, int]:
@@ -196,7 +200,9 @@ def center_pivot_window(layer: CenterPivotConv4d, win: SupportWindow) -> torch.T
     O = layer.out_channels
     bias1 = layer.conv1.bias if layer.conv1.bias is not None else x.new_zeros(O)
     bias2 = layer.conv2.bias if layer.conv2.bias is not None else x.new_zeros(O)
-    out = (bias1 + bias2).to(x.dtype).view(1, 1, 1, O, 1, 1).expand(B, Ha, Wa, O, Hk, Wk).clone()
+    out = (
+        (bias1 + bias2).to(x.dtype).view(1, 1, 1, O, 1, 1).expand(B, Ha, Wa, O, Hk, Wk).clone()
+    )  # (B, Ha, Wa, O, Hk, Wk)
 
     # conv2 over the support dims, on the outputs [r0, r1) x [c0, c1) that see the window
     r0, r1 = _affected_outputs(top, top + h, Hk, kh, sh, ph)
@@ -208,7 +214,7 @@ def center_pivot_window(layer: CenterPivotConv4d, win: SupportWindow) -> torch.T
         pad = (left - need_left, need_right - left - w, top - need_top, need_bottom - top - h)
         x2 = F.pad(x.view(B * Ha * Wa, C, h, w), pad)  # (B*Ha*Wa, C, rows, cols)
         y2 = F.conv2d(x2, layer.conv2.weight, layer.conv2.bias, (sh, sw))  # (B*Ha*Wa, O, r1-r0, c1-c0)
-        y2 = y2.view(B, Ha, Wa, O, r1 - r0, c1 - c0) + bias1.to(y2.dtype).view(O, 1, 1)
+        y2 = y2.view(B, Ha, Wa, O, r1 - r0, c1 - c0) + bias1.to(y2.dtype).view(O, 1, 1)  # (B, Ha, Wa, O, rows, cols)
         out[..., r0:r1, c0:c1] = y2
 
     # conv1 over the query dims, at the kept support positions (multiples of the stride) inside the window
@@ -219,7 +225,8 @@ def center_pivot_window(layer: CenterPivotConv4d, win: SupportWindow) -> torch.T
         nk, nj = kept.shape[-2:]
         z = kept.permute(0, 4, 5, 3, 1, 2).reshape(B * nk * nj, C, Ha, Wa)  # (B*nk*nj, C, Ha, Wa)
         z = F.conv2d(z, layer.conv1.weight, None, 1, layer.conv1.padding)  # bias already in `out`
-        out[..., k0:k1, j0:j1] += z.view(B, nk, nj, O, Ha, Wa).permute(0, 4, 5, 3, 1, 2).to(out.dtype)
+        z = z.view(B, nk, nj, O, Ha, Wa).permute(0, 4, 5, 3, 1, 2)  # (B, Ha, Wa, O, nk, nj), a view
+        out[..., k0:k1, j0:j1] += z.to(out.dtype)
     return out
 
 
@@ -238,7 +245,7 @@ def _dense_support_matrix(conv: nn.Conv2d, Hb: int, Wb: int, Hk: int, Wk: int) -
     kx = torch.where((kx >= 0) & (kx < kw), kx, kw)
     padded = F.pad(conv.weight, (0, 1, 0, 1))  # (O, C, kh+1, kw+1), last row / column zero
     dense = padded[:, :, ky.view(Hk, 1, Hb, 1), kx.view(1, Wk, 1, Wb)]  # (O, C, Hk, Wk, Hb, Wb)
-    return dense.permute(1, 4, 5, 0, 2, 3).reshape(conv.in_channels * Hb * Wb, -1)
+    return dense.permute(1, 4, 5, 0, 2, 3).reshape(conv.in_channels * Hb * Wb, -1)  # (C*Hb*Wb, O*Hk*Wk)
 
 
 def center_pivot_qm(layer: CenterPivotConv4d, x: torch.Tensor) -> torch.Tensor:
@@ -256,13 +263,13 @@ def center_pivot_qm(layer: CenterPivotConv4d, x: torch.Tensor) -> torch.Tensor:
         Hk, Wk = (Hb + 2 * layer.padding[2] - kh) // sh + 1, (Wb + 2 * layer.padding[3] - kw) // sw + 1
         dense = _dense_support_matrix(layer.conv2, Hb, Wb, Hk, Wk)  # (C*Hb*Wb, O*Hk*Wk)
         bias = layer.conv2.bias.repeat_interleave(Hk * Wk) if layer.conv2.bias is not None else None
-        flat = x.view(B * Ha * Wa, C * Hb * Wb)
+        flat = x.view(B * Ha * Wa, C * Hb * Wb)  # (B*Ha*Wa, C*Hb*Wb)
         y = flat @ dense if bias is None else torch.addmm(bias, flat, dense)  # (B*Ha*Wa, O*Hk*Wk); autocast applies
-        y = y.view(B, Ha, Wa, O, Hk, Wk)
+        y = y.view(B, Ha, Wa, O, Hk, Wk)  # (B, Ha, Wa, O, Hk, Wk)
     else:
         y = layer.conv2(x.view(B * Ha * Wa, C, Hb, Wb))  # (B*Ha*Wa, O, Hb', Wb')
         Hk, Wk = y.shape[-2:]
-        y = y.view(B, Ha, Wa, O, Hk, Wk)
+        y = y.view(B, Ha, Wa, O, Hk, Wk)  # (B, Ha, Wa, O, Hk, Wk)
 
     # conv1 over the query dims at the kept support positions 0, s, 2s, ...: copy only those.
     kept = x[..., ::sh, ::sw]  # (B, Ha, Wa, C, Hk, Wk)
@@ -282,7 +289,7 @@ def group_norm_relu_qm(norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
     B, Ha, Wa, C, Hb, Wb = x.shape
     G = norm.num_groups
     K = (C // G) * Hb * Wb
-    groups = x.view(B, Ha * Wa, G, K)
+    groups = x.view(B, Ha * Wa, G, K)  # (B, Ha*Wa, G, C/G*Hb*Wb)
     # Sums over the contiguous last dim per (query position, group) in float32, combined over the
     # positions in float64 (Chan et al.'s parallel variance): two cheap reductions, no large temporary.
     s1 = groups.sum(dim=3, dtype=torch.float32)  # (B, Ha*Wa, G)
@@ -298,7 +305,7 @@ def group_norm_relu_qm(norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
     if norm.affine:
         scale, shift = scale * norm.weight, shift * norm.weight + norm.bias
     shape = (B, 1, 1, C, 1, 1)
-    y = torch.addcmul(shift.view(shape).to(x.dtype), x, scale.view(shape).to(x.dtype))
+    y = torch.addcmul(shift.view(shape).to(x.dtype), x, scale.view(shape).to(x.dtype))  # x * scale + shift
     return y.clamp_(min=0)
 
 
@@ -319,7 +326,7 @@ def upsample_query_qm(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     B, Ha, Wa, C, Hb, Wb = x.shape
     image = x.reshape(B, Ha, Wa, C * Hb * Wb).permute(0, 3, 1, 2)  # channels-last view (B, C*Hb*Wb, Ha, Wa)
     y = F.interpolate(image, size, mode="bilinear", align_corners=True)  # (B, C*Hb*Wb, Ha', Wa')
-    return y.permute(0, 2, 3, 1).reshape(B, *size, C, Hb, Wb)
+    return y.permute(0, 2, 3, 1).reshape(B, *size, C, Hb, Wb)  # (B, Ha', Wa', C, Hb, Wb)
 
 
 def supports_fast_path(learner: nn.Module) -> bool:

@@ -32,11 +32,11 @@ def dense_level_correlations(query_feats, support_feats, pyramid_sizes) -> list[
     for q, s in zip(query_feats, support_feats):
         B, C, Ha, Wa = q.shape
         Hb, Wb = s.shape[-2:]
-        q = q.reshape(B, C, -1)
-        s = s.reshape(B, C, -1)
+        q = q.reshape(B, C, -1)  # (B, C, Ha*Wa)
+        s = s.reshape(B, C, -1)  # (B, C, Hb*Wb)
         q = q / (q.norm(dim=1, p=2, keepdim=True) + EPS)
         s = s / (s.norm(dim=1, p=2, keepdim=True) + EPS)
-        corrs.append(torch.bmm(q.transpose(1, 2), s).view(B, Ha, Wa, Hb, Wb).clamp(min=0))
+        corrs.append(torch.bmm(q.transpose(1, 2), s).view(B, Ha, Wa, Hb, Wb).clamp(min=0))  # (B, Ha, Wa, Hb, Wb)
     pyramid, end = [], len(corrs)
     for size in pyramid_sizes:
         pyramid.append(torch.stack(corrs[end - size : end]).transpose(0, 1).contiguous())  # (B, L, Ha, Wa, Hb, Wb)
