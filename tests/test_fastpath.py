@@ -229,3 +229,17 @@ def test_fast_features_follow_backbone_changes():
     model.load_state_dict(other.state_dict())
     ref = other.features(img)[-1]
     torch.testing.assert_close(model.fast_features(img)[-1], ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item())
+
+
+def test_fused_equals_reference_odd_sizes_and_masks_per_item():
+    torch.manual_seed(1)
+    model = HSNet("resnet50").eval()
+    q, s = torch.randn(2, 3, 97, 75), torch.randn(2, 2, 3, 97, 75)
+    m = torch.zeros(2, 2, 97, 75)
+    m[0, 0, :20, :15] = 1  # a corner
+    m[0, 1, 40:60, 30:50] = 0.7  # a soft box inside
+    m[1, 0, :, 60:] = 1  # the right border, full height
+    m[1, 1] = (torch.rand(97, 75) > 0.8).float()  # scattered pixels
+    fast, ref = model.kshot_logits(q, s, m), model.kshot_logits(q, s, m, fused=False)
+    torch.testing.assert_close(fast, ref, rtol=1e-4, atol=1e-4)
+    assert (model.predict(q, s, m) == model.predict(q, s, m, fused=False)).float().mean() >= 0.999
