@@ -190,25 +190,33 @@ def _row(backbone, shot, path, precision, seconds, flops, baseline_seconds, peak
     }
 
 
-def time_call(fn, inputs, repeats: int) -> tuple[float, float | None]:
-    """Median seconds of ``fn(*inputs)`` after one warm-up call (CUDA-synchronized), and on CUDA the
-    peak memory allocated during one call, in MB (None on CPU)."""
-    cuda = inputs[0].device.type == "cuda"
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
-    times, peak_mb = [], None
+def time_paths(fns: dict, inputs, repeats: int) -> dict:
+    """Median seconds of each ``fn(*inputs)``, the paths interleaved (one round = every path once,
+    ``repeats`` rounds after a warm-up round) so that all see the same machine load; CUDA-synchronized."""
+    sync = torch.cuda.synchronize if inputs[0].device.type == "cuda" else (lambda: None)
+    times = {name: [] for name in fns}
     for i in range(repeats + 1):
-        sync()
-        if cuda and i == 1:
-            torch.cuda.reset_peak_memory_stats(inputs[0].device)
-            base = torch.cuda.memory_allocated(inputs[0].device)
-        t0 = time.perf_counter()
-        fn(*inputs)
-        sync()
-        if i:
-            times.append(time.perf_counter() - t0)
-        if cuda and i == 1:
-            peak_mb = (torch.cuda.max_memory_allocated(inputs[0].device) - base) / 2**20
-    return statistics.median(times), peak_mb
+        for name, fn in fns.items():
+            sync()
+            t0 = time.perf_counter()
+            fn(*inputs)
+            sync()
+            if i:
+                times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def cuda_peak_mb(fn, inputs) -> float | None:
+    """Peak CUDA memory allocated during one ``fn(*inputs)``, above what was allocated before (None on CPU)."""
+    device = inputs[0].device
+    if device.type != "cuda":
+        return None
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    fn(*inputs)
+    torch.cuda.synchronize(device)
+    return (torch.cuda.max_memory_allocated(device) - base) / 2**20
 
 
 def count_flops(fn, inputs) -> int:
@@ -224,7 +232,9 @@ def inference_table(
     """Per-episode latency of ``HSNet.predict`` (the fast path, fp32 and bf16) against two baselines
     timed in the same process, in fp32: ``official-style`` (the official code's computation,
     :mod:`hsnetlib.official_style`) and ``reference`` (``predict(fused=False)``, the test oracle).
-    Speed-ups are relative to official-style. ``img_size`` defaults to 400. On CUDA the table also
+    Times are medians of ``repeats`` interleaved rounds (:func:`time_paths`). Speed-ups and
+    ``mask_agreement_%`` (pixels with the same predicted label) are relative to official-style.
+    ``img_size`` defaults to 400. On CUDA the table also
     gives the peak memory of one call (``cuda_peak_MB``, above what was allocated before it).
     """
     dev = resolve_device(device)
@@ -243,12 +253,16 @@ def inference_table(
             paths[("fused", precision)] = lambda *x, m=model, p=precision: m.predict(*x, precision=p)
         for shot in shots:
             inputs = episode(img_size, shot, batch, dev)
-            base = None
+            seconds = time_paths(paths, inputs, repeats)
+            base = seconds[("official-style", "fp32")]
+            base_mask = paths[("official-style", "fp32")](*inputs)
             for (path, precision), fn in paths.items():
-                seconds, memory = time_call(fn, inputs, repeats)
-                base = base or seconds
-                flops = count_flops(fn, inputs)
-                rows.append(_row(backbone, shot, path, precision, seconds, flops, base, peak[precision], memory))
+                flops, memory = count_flops(fn, inputs), cuda_peak_mb(fn, inputs)
+                row = _row(
+                    backbone, shot, path, precision, seconds[(path, precision)], flops, base, peak[precision], memory
+                )
+                row["mask_agreement_%"] = 100 * (fn(*inputs) == base_mask).float().mean().item()  # vs official-style
+                rows.append(row)
     table = pd.DataFrame(rows)
     table.attrs.update(
         img_size=img_size,

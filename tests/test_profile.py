@@ -30,6 +30,7 @@ def test_inference_table_structure():
     assert (table[table.path == "official-style"]["speedup_vs_official_style"] == 1).all()
     by = table.set_index(["shot", "path"])["GFLOP"]
     assert by[(2, "fused")] < by[(2, "reference")] <= by[(2, "official-style")]  # query backbone once; sparse Eq. 2
+    assert (table["mask_agreement_%"] >= 99.5).all()
 
 
 def test_official_style_predict_matches_reference():
