@@ -9,7 +9,6 @@ normalization (done once per episode in ``predict``). Results: benchmarks/RESULT
 """
 
 import argparse
-import statistics
 import time
 
 import torch
@@ -18,19 +17,7 @@ from hsnetlib import HSNet, fastpath
 from hsnetlib.backbone import extract_features
 from hsnetlib.correlation import mask_features
 from hsnetlib.official_style import dense_level_correlations
-from hsnetlib.profile import episode
-
-
-def medians(fns: dict, repeats: int) -> dict:
-    for fn in fns.values():
-        fn()
-    times = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    return {name: 1000 * statistics.median(t) for name, t in times.items()}
+from hsnetlib.profile import episode, time_paths
 
 
 def main():
@@ -92,8 +79,8 @@ def main():
         ]
         print(f"{args.backbone} {args.img_size}px 1-shot, {torch.get_num_threads()} threads, torch {torch.__version__}")
         for stage, fns in stages:
-            for name, ms in medians(fns, args.repeats).items():
-                print(f"{stage:28s} {name:30s} {ms:8.1f} ms")
+            for name, seconds in time_paths(fns, args.repeats).items():
+                print(f"{stage:28s} {name:30s} {1000 * seconds:8.1f} ms")
 
 
 if __name__ == "__main__":

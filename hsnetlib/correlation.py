@@ -25,17 +25,24 @@ import torch.nn.functional as F
 EPS = 1e-5  # added to each L2 norm in Eq. (2), as the official code does
 
 
+def resized_mask(mask: torch.Tensor, size) -> torch.Tensor:
+    """zeta of Eq. (1): (B, H, W) -> (B, 1, h, w), bilinear with align_corners=True, in the mask's float dtype."""
+    mask = mask.unsqueeze(1) if mask.is_floating_point() else mask.unsqueeze(1).float()  # (B, 1, H, W)
+    return F.interpolate(mask, tuple(size), mode="bilinear", align_corners=True)  # (B, 1, h, w)
+
+
+def unit_norm(x: torch.Tensor, dim: int, eps: float = EPS) -> torch.Tensor:
+    """x divided by (its L2 norm along ``dim`` + eps): the normalization of Eq. (2) with the official eps."""
+    return x / (x.norm(dim=dim, p=2, keepdim=True) + eps)
+
+
 def mask_features(support_feats: Sequence[torch.Tensor], support_mask: torch.Tensor) -> list[torch.Tensor]:
     """Eq. (1): multiply every support feature map by the bilinearly resized support mask.
 
     support_feats: list of (B, C_l, H_l, W_l); support_mask: (B, H, W) with values in [0, 1].
     """
-    mask = support_mask.unsqueeze(1).to(support_feats[0].dtype)  # (B, 1, H, W)
-    masked = []
-    for feat in support_feats:
-        m = F.interpolate(mask, feat.shape[-2:], mode="bilinear", align_corners=True)  # (B, 1, H_l, W_l)
-        masked.append(feat * m)
-    return masked
+    mask = support_mask.to(support_feats[0].dtype)  # (B, H, W)
+    return [feat * resized_mask(mask, feat.shape[-2:]) for feat in support_feats]
 
 
 def correlation(query_feat: torch.Tensor, support_feat: torch.Tensor, eps: float = EPS) -> torch.Tensor:
@@ -49,8 +56,7 @@ def correlation(query_feat: torch.Tensor, support_feat: torch.Tensor, eps: float
     Hb, Wb = support_feat.shape[-2:]
     q = query_feat.reshape(B, C, Ha * Wa)  # (B, C, Ha*Wa)
     s = support_feat.reshape(B, C, Hb * Wb)  # (B, C, Hb*Wb)
-    q = q / (q.norm(dim=1, p=2, keepdim=True) + eps)
-    s = s / (s.norm(dim=1, p=2, keepdim=True) + eps)
+    q, s = unit_norm(q, 1, eps), unit_norm(s, 1, eps)
     keep = s.abs().amax(dim=(0, 1)) > 0  # (Hb*Wb,) support positions with a nonzero feature
     n_keep = int(keep.sum())
     if n_keep == Hb * Wb:

@@ -40,24 +40,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .conv4d import CenterPivotConv4d
-from .correlation import EPS
-
-
-def resized_mask(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """zeta(M) of Eq. (1): (B, H, W) -> (B, h, w), bilinear with align_corners=True (as mask_features)."""
-    m = mask.unsqueeze(1).float()  # (B, 1, H, W)
-    return F.interpolate(m, size, mode="bilinear", align_corners=True)[:, 0]
-
-
-def _unit_columns(x: torch.Tensor, eps: float) -> torch.Tensor:
-    """(C, N) -> each column divided by (its L2 norm + eps), as Eq. (2) with the official eps."""
-    return x / (x.norm(dim=0, p=2, keepdim=True) + eps)
+from .correlation import EPS, resized_mask, unit_norm
 
 
 def unit_query_features(query_feats: Sequence[torch.Tensor], dtype=torch.float32, eps: float = EPS):
     """The query side of Eq. (2), once per query: each (B, C, H, W) feature divided by (its L2 norm
     over C + eps), in ``dtype``."""
-    return [(q / (q.norm(dim=1, p=2, keepdim=True) + eps)).to(dtype) for q in query_feats]
+    return [unit_norm(q, 1, eps).to(dtype) for q in query_feats]
 
 
 @dataclass
@@ -131,7 +120,7 @@ def hypercorrelation_qm(
         top, bottom, left, right = 0, Hb, 0, Wb
         mask = None
         if support_mask is not None:
-            mask = resized_mask(support_mask, (Hb, Wb))  # (B, Hb, Wb)
+            mask = resized_mask(support_mask, (Hb, Wb))[:, 0]  # (B, Hb, Wb)
             top, bottom, left, right = _mask_window(mask)
             mask = mask[:, top:bottom, left:right].flatten(1)  # (B, h*w)
         h, w = bottom - top, right - left
@@ -146,7 +135,7 @@ def hypercorrelation_qm(
                 s = s[b, :, top:bottom, left:right].reshape(s.shape[1], h * w)  # (C, h*w)
                 if mask is not None:
                     s = s * mask[b].to(s.dtype) if keep is None else s[:, keep] * mask[b, keep].to(s.dtype)
-                sn = _unit_columns(s, eps).to(dtype)  # (C, n_kept)
+                sn = unit_norm(s, 0, eps).to(dtype)  # (C, n_kept)
                 if keep is None:
                     dst = out[b, :, l]  # (Ha*Wa, h*w), a strided view
                     torch.mm(q[b].reshape(-1, N).t(), sn, out=dst)  # (Ha*Wa, C) @ (C, h*w)
@@ -172,7 +161,7 @@ def _dense_level(qs, ss, support_mask, dtype, eps) -> torch.Tensor:
         s = s.flatten(2)  # (B, C, Hb*Wb)
         if mask is not None:
             s = s * mask.to(s.dtype)
-        sn = (s / (s.norm(dim=1, p=2, keepdim=True) + eps)).to(dtype)
+        sn = unit_norm(s, 1, eps).to(dtype)
         out[:, :, l] = torch.bmm(q.flatten(2).transpose(1, 2), sn).clamp_(min=0)  # (B, Ha*Wa, Hb*Wb)
     return out.view(B, Ha, Wa, len(qs), Hb, Wb)  # (B, Ha, Wa, L, Hb, Wb)
 

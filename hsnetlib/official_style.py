@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .correlation import EPS, mask_features
+from .correlation import EPS, mask_features, unit_norm
 from .model import HSNet, check_episode, vote_kshot
 
 
@@ -34,8 +34,7 @@ def dense_level_correlations(query_feats, support_feats, pyramid_sizes) -> list[
         Hb, Wb = s.shape[-2:]
         q = q.reshape(B, C, -1)  # (B, C, Ha*Wa)
         s = s.reshape(B, C, -1)  # (B, C, Hb*Wb)
-        q = q / (q.norm(dim=1, p=2, keepdim=True) + EPS)
-        s = s / (s.norm(dim=1, p=2, keepdim=True) + EPS)
+        q, s = unit_norm(q, 1, EPS), unit_norm(s, 1, EPS)
         corrs.append(torch.bmm(q.transpose(1, 2), s).view(B, Ha, Wa, Hb, Wb).clamp(min=0))  # (B, Ha, Wa, Hb, Wb)
     pyramid, end = [], len(corrs)
     for size in pyramid_sizes:

@@ -20,6 +20,7 @@ import resource
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 
 import pandas as pd
 import torch
@@ -66,19 +67,8 @@ def learner_flops(model: HSNet, img_size: int) -> int:
 
 
 def time_predict(model: HSNet, inputs, repeats: int = 5, **kwargs) -> float:
-    """Median seconds of ``model.predict(*inputs)`` after one warm-up call."""
-    device = inputs[0].device
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    times = []
-    with torch.inference_mode():
-        for i in range(repeats + 1):
-            sync()
-            t0 = time.perf_counter()
-            model.predict(*inputs, **kwargs)
-            sync()
-            if i:
-                times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    """Median seconds of ``model.predict(*inputs, **kwargs)`` after one warm-up call."""
+    return time_paths({"predict": lambda: model.predict(*inputs, **kwargs)}, repeats, inputs[0].device)["predict"]
 
 
 def _rss_now_kb() -> int:
@@ -190,16 +180,18 @@ def _row(backbone, shot, path, precision, seconds, flops, baseline_seconds, peak
     }
 
 
-def time_paths(fns: dict, inputs, repeats: int) -> dict:
-    """Median seconds of each ``fn(*inputs)``, the paths interleaved (one round = every path once,
-    ``repeats`` rounds after a warm-up round) so that all see the same machine load; CUDA-synchronized."""
-    sync = torch.cuda.synchronize if inputs[0].device.type == "cuda" else (lambda: None)
+def time_paths(fns: dict, repeats: int, device="cpu") -> dict:
+    """Median seconds of each zero-argument callable, the paths interleaved (one round = every
+    path once, ``repeats`` rounds after a warm-up round) so that all see the same machine load;
+    CUDA-synchronized when ``device`` is a CUDA device."""
+    cuda = torch.device(device).type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
     times = {name: [] for name in fns}
     for i in range(repeats + 1):
         for name, fn in fns.items():
             sync()
             t0 = time.perf_counter()
-            fn(*inputs)
+            fn()
             sync()
             if i:
                 times[name].append(time.perf_counter() - t0)
@@ -253,7 +245,7 @@ def inference_table(
             paths[("fused", precision)] = lambda *x, m=model, p=precision: m.predict(*x, precision=p)
         for shot in shots:
             inputs = episode(img_size, shot, batch, dev)
-            seconds = time_paths(paths, inputs, repeats)
+            seconds = time_paths({key: partial(fn, *inputs) for key, fn in paths.items()}, repeats, dev)
             base = seconds[("official-style", "fp32")]
             base_mask = paths[("official-style", "fp32")](*inputs)
             for (path, precision), fn in paths.items():
