@@ -2,8 +2,10 @@
 
     python benchmarks/bench_pieces.py [--backbone resnet50] [--img-size 400] [--shot 5]
 
-Times (best of 2 after a warm-up) the backbone on K support images, the hypercorrelation and the
-4D learner, once as one batch of K and once as K batches of 1. Results: benchmarks/RESULTS.md.
+Times (best of 2 after a warm-up) the backbone on K support images, the reference hypercorrelation
+and the reference 4D learner, once as one batch of K and once as K batches of 1; then the whole
+default ``predict`` (the fast path) with ``batch_shots=True`` vs ``False`` (interleaved medians of 3).
+Results: benchmarks/RESULTS.md.
 """
 
 import argparse
@@ -12,7 +14,7 @@ import time
 import torch
 
 from hsnetlib import HSNet
-from hsnetlib.profile import episode
+from hsnetlib.profile import episode, time_paths
 
 
 def best_of(fn, n=2):
@@ -57,6 +59,15 @@ def main():
                 best_of(lambda: [model.hpn_learner(pyr1) for _ in range(K)]),
             ),
         ]
+    # the whole default predict (fast path), shots batched vs one after the other, interleaved medians
+    whole = time_paths(
+        {
+            True: lambda: model.predict(q, s, m, batch_shots=True),
+            False: lambda: model.predict(q, s, m, batch_shots=False),
+        },
+        repeats=3,
+    )
+    rows.append(("predict (fast path), whole episode", whole[True], whole[False]))
     print(f"{args.backbone} {args.img_size}px {K}-shot, {torch.get_num_threads()} threads, torch {torch.__version__}")
     print(f"{'piece':32s} {'one batch of K':>15s} {'K x batch 1':>12s}")
     for name, batched, single in rows:

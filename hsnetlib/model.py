@@ -118,10 +118,6 @@ class HSNet(nn.Module):
         use_support_mask: False gives HSNet† of Table 1 (no support feature masking, Eq. 1).
     """
 
-    # predict(): run the K shots as one batch (True), one after the other (False), or None: batch on
-    # CUDA only (measured on CPU: large 6D batches thrash the cache, benchmarks/RESULTS.md)
-    batch_shots: bool | None = None
-
     def __init__(self, backbone="resnet50", kernel="center-pivot", weights=None, use_support_mask=True):
         super().__init__()
         spec = check_backbone_name(backbone)
@@ -173,14 +169,17 @@ class HSNet(nn.Module):
         size = tuple(size) if size is not None else tuple(query_img.shape[-2:])
         return F.interpolate(logits, size, mode="bilinear", align_corners=True)
 
-    def kshot_logits(self, query_img, support_imgs, support_masks, size=None, fused=True, precision="fp32"):
+    def kshot_logits(
+        self, query_img, support_imgs, support_masks, size=None, fused=True, precision="fp32", batch_shots=None
+    ):
         """Logits of every shot: (B,3,H,W), (B,K,3,H,W), (B,K,H,W) -> (B, K, 2, H, W) (or ``size``).
 
         ``fused=False`` runs the network once per shot, query backbone included, as the official
         code does (the correctness oracle). The default computes the query features once and runs
         the 4D learner through :mod:`hsnetlib.fastpath` (same maths, fewer copies and FLOPs; the
         paper's center-pivot kernel only, other kernels use the reference modules); the K shots run
-        as one batch on CUDA and one after the other on CPU (see ``batch_shots``).
+        as one batch on CUDA and one after the other on CPU (measured faster there: large 6D batches
+        thrash the cache, benchmarks/RESULTS.md); ``batch_shots=True/False`` overrides that choice.
         ``precision="bf16"``: bfloat16 autocast.
         """
         check_episode(query_img, support_imgs, support_masks)
@@ -199,7 +198,7 @@ class HSNet(nn.Module):
             query_feats = self.fast_features(query_img)  # once for all K shots
             if fast:  # the query side of Eq. (2), also once
                 query_feats = fastpath.unit_query_features(query_feats, dtype)
-            batched = self.batch_shots if self.batch_shots is not None else query_img.device.type == "cuda"
+            batched = batch_shots if batch_shots is not None else query_img.device.type == "cuda"
             chunk = K if batched else 1  # CPU: large batches thrash the cache
             logits = []
             for k0 in range(0, K, chunk):
@@ -220,14 +219,16 @@ class HSNet(nn.Module):
                 logits.append(out.view(B, n, 2, *size))
             return torch.cat(logits, dim=1)  # (B, K, 2, H, W)
 
-    def predict(self, query_img, support_imgs, support_masks, size=None, fused=True, precision="fp32"):
+    def predict(
+        self, query_img, support_imgs, support_masks, size=None, fused=True, precision="fp32", batch_shots=None
+    ):
         """K-shot prediction: (B,3,H,W), (B,K,3,H,W), (B,K,H,W) -> binary mask (B, H, W) (or ``size``).
 
         K = 1: argmax. K > 1: the official vote over the K argmax masks (:func:`vote_kshot`).
         ``size=(h, w)`` upsamples the logits to that size before the argmax (original-size evaluation).
-        ``fused`` / ``precision``: see :meth:`kshot_logits`.
+        ``fused`` / ``precision`` / ``batch_shots``: see :meth:`kshot_logits`.
         """
-        logits = self.kshot_logits(query_img, support_imgs, support_masks, size, fused, precision)  # (B, K, 2, H, W)
+        logits = self.kshot_logits(query_img, support_imgs, support_masks, size, fused, precision, batch_shots)
         votes = (logits[:, :, 1] > logits[:, :, 0]).long()  # = argmax over the 2 classes (ties -> 0), a cheap pass
         return votes[:, 0] if votes.shape[1] == 1 else vote_kshot(votes)  # (B, H, W)
 

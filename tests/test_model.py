@@ -175,19 +175,18 @@ def test_kshot_vote_hand_worked_example():
 @pytest.mark.parametrize("backbone", BACKBONES)
 @pytest.mark.parametrize("batch, shot", [(1, 1), (2, 1), (1, 3), (2, 3), (1, 5), (2, 5)])
 @pytest.mark.parametrize("batch_shots", [None, True])  # True: the CUDA design (shots batched), run on CPU
-def test_fused_predict_equals_per_shot_loop(models, backbone, batch, shot, batch_shots, monkeypatch):
+def test_fused_predict_equals_per_shot_loop(models, backbone, batch, shot, batch_shots):
     model = models[backbone]
-    monkeypatch.setattr(model, "batch_shots", batch_shots)
     g = torch.Generator().manual_seed(batch * 10 + shot)
     q = torch.randn(batch, 3, 80, 80, generator=g)
     s = torch.randn(batch, shot, 3, 80, 80, generator=g)
     m = torch.zeros(batch, shot, 80, 80)
     m[..., 10:50, 20:70] = 1.0  # a box: most support positions are masked out (sparse correlation path)
     ref = model.kshot_logits(q, s, m, fused=False)
-    fast = model.kshot_logits(q, s, m)
+    fast = model.kshot_logits(q, s, m, batch_shots=batch_shots)
     assert ref.shape == (batch, shot, 2, 80, 80)
     torch.testing.assert_close(fast, ref, rtol=1e-4, atol=1e-4)
-    pred_ref, pred_fast = model.predict(q, s, m, fused=False), model.predict(q, s, m)
+    pred_ref, pred_fast = model.predict(q, s, m, fused=False), model.predict(q, s, m, batch_shots=batch_shots)
     assert pred_ref.shape == (batch, 80, 80) and pred_ref.dtype == torch.long
     assert (pred_fast == pred_ref).float().mean() >= 0.999
     assert model.predict(q, s, m, size=(50, 70)).shape == (batch, 50, 70)
