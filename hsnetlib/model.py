@@ -141,7 +141,7 @@ class HSNet(nn.Module):
     def fast_features(self, img: torch.Tensor) -> list[torch.Tensor]:
         """:meth:`features` through a copy of the backbone with BatchNorm folded into the convolutions
         and channels-last weights (:func:`~hsnetlib.backbone.inference_copy`), built on first use
-        (ResNet-50: about 80 ms) and kept beside the module, never in its state dict. The copy is keyed
+        (one deepcopy) and kept beside the module, never in its state dict. The copy is keyed
         on the backbone's tensors (storage, in-place version, device, dtype): changing, loading,
         replacing or moving any of them rebuilds it. It holds no input-size assumption; it costs
         the backbone's memory once more (ResNet-50: 97 MB; VGG-16: its 56 MB of conv layers).
