@@ -7,7 +7,8 @@ Conventions, stated once:
   the paper most likely counts multiply-adds (benchmarks/RESULTS.md).
 - FLOPs, time and memory are for a 1-shot episode of batch 1. FLOPs and the "learner" column
   cover the 4D learner + decoder only (the backbone is the same for every kernel).
-- Time: median of ``repeats`` calls of ``predict`` after one warm-up, CUDA-synchronized on GPU.
+- Time: median of ``repeats`` calls after one warm-up, CUDA-synchronized on GPU; the inference
+  table interleaves its paths round by round (:func:`time_paths`) so they share the machine's load.
 - Memory: CUDA: ``torch.cuda.max_memory_allocated`` during the episode. CPU: the increase of
   the process's peak resident set size (``ru_maxrss``) during the episode, measured in a fresh
   process per kernel so that one kernel's peak cannot hide another's.
@@ -87,13 +88,7 @@ def measure_kernel(kernel: str, backbone: str, img_size: int, repeats: int, devi
     model = HSNet(backbone, kernel=kernel).to(device).eval()
     inputs = episode(img_size, device=device)
     if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        with torch.inference_mode():
-            model.predict(*inputs, fused=False)
-        torch.cuda.synchronize()
-        memory_mb = (torch.cuda.max_memory_allocated(device) - base) / 2**20
+        memory_mb = cuda_peak_mb(lambda *x: model.predict(*x, fused=False), inputs)
     else:
         base = _rss_now_kb()
         with torch.inference_mode():
