@@ -1,4 +1,4 @@
-"""What each lever of the fast inference path pays, stage by stage (issue 7).
+"""What each lever of the fast inference path pays, stage by stage.
 
     python benchmarks/bench_levers.py [--backbone resnet50] [--img-size 400] [--repeats 7] [--compile]
 

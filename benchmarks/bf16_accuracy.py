@@ -1,4 +1,4 @@
-"""Toy-benchmark mIoU of a trained HSNet in fp32 vs bf16 (issue 7: bf16 must stay within 0.5 mIoU).
+"""Toy-benchmark mIoU of a trained HSNet in fp32 vs bf16 (the bar: bf16 within 0.5 mIoU of fp32).
 
     hsnet demo --out demo_out                      # trains the toy model (writes demo_out/run/best.pt)
     python benchmarks/bf16_accuracy.py [--load demo_out/run/best.pt] [--episodes 300] [--img-size 128]

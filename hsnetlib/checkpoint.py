@@ -9,6 +9,7 @@ Both load through :func:`load_model_state`.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -86,18 +87,47 @@ def load_checkpoint_file(path: str | os.PathLike):
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def save_atomic(obj, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temp file in the same folder, then rename: a crash never leaves half a file."""
+def _link_atomic(src: str, dst: Path) -> None:
+    """``dst`` becomes the same file as ``src`` (a hard link; a copy where links are not supported)."""
+    fd, tmp = tempfile.mkstemp(prefix=dst.name + ".", suffix=".tmp", dir=dst.parent)
+    os.close(fd)
+    os.remove(tmp)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+def _write_atomic(path: str | os.PathLike, write, also=()) -> None:
+    """``write(binary file)`` into a temp file in the same folder, then rename: a crash never leaves
+    half a file, and an error names the file (a full disk included). ``also``: more paths that get the
+    same content (hard links, so one copy on disk), each in place before ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
+        for other in also:
+            _link_atomic(tmp, Path(other))
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(err, (OSError, RuntimeError)):  # torch reports a full disk as a RuntimeError
+            raise OSError(f"could not write {path} ({' '.join(str(err).split())[:200]}); free disk space") from err
         raise
+
+
+def save_atomic(obj, path: str | os.PathLike, also=()) -> None:
+    """``torch.save`` to a temp file in the same folder, then rename: a crash never leaves half a file.
+    ``also``: other paths that receive the same checkpoint first (e.g. ``best.pt`` beside ``last.pt``)."""
+    _write_atomic(path, lambda f: torch.save(obj, f), also)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write a text file (config.json, metrics.csv) the same atomic way."""
+    _write_atomic(path, lambda f: f.write(text.encode()))

@@ -3,6 +3,7 @@
     hsnet demo --out DIR                     train + evaluate on the embedded toy benchmark (CPU, minutes)
     hsnet train --benchmark pascal --fold 0  the paper's training (flags mirror the official train.py)
     hsnet test --benchmark pascal --load best_model.pt ...   the official evaluation protocol
+    hsnet segment --load CKPT --query Q.jpg --support S.jpg --mask M.png   your own images
     hsnet prepare pascal|coco|check ...      build dataset layouts
     hsnet splits download|verify             fetch / check the official split files
     hsnet bench kernels|inference            Table 4 and latency measurements
@@ -66,6 +67,7 @@ def cmd_train(args):
         seed=args.seed,
         logdir=args.logpath,
         resume=args.resume,
+        overwrite=args.overwrite,
         splits_dir=args.splits_dir,
     )
     result = train(config)
@@ -107,6 +109,27 @@ def cmd_test(args):
     )
     if args.out:
         row.to_csv(args.out, index=False)
+
+
+def cmd_segment(args):
+    from .checkpoint import load_checkpoint_file
+    from .model import HSNet
+    from .user_images import load_user_episode, segment
+    from .viz import save_segmentation
+
+    if len(args.support) != len(args.mask):
+        raise ValueError(f"give one --mask per --support: got {len(args.support)} and {len(args.mask)}")
+    img_size = args.img_size
+    if img_size is None:  # hsnetlib checkpoints know the size they were trained at; released ones: 400
+        saved = load_checkpoint_file(args.load)
+        img_size = (saved.get("config") or {}).get("img_size", 400) if isinstance(saved, dict) else 400
+    model = HSNet.from_official_checkpoint(args.load, backbone=args.backbone)
+    episode = load_user_episode(args.query, args.support, args.mask, img_size)
+    pred = segment(model, episode)
+    overlay_path, mask_path = save_segmentation(episode, pred, args.out)
+    share = 100 * float(pred.float().mean())
+    print(f"{len(args.support)}-shot at {img_size} px: {share:.1f}% of the query is foreground")
+    print(f"wrote {overlay_path} (supports, query, prediction) and {mask_path} (mask, white = object)")
 
 
 def cmd_prepare(args):
@@ -194,7 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--amp", default="off", choices=["off", "bf16", "fp16"], help="mixed precision (fp16: CUDA)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--logpath", default="runs/hsnet", help="run folder (checkpoints, metrics.csv, tensorboard)")
-    p.add_argument("--resume", action="store_true", help="continue from LOGPATH/last.pt")
+    p.add_argument("--resume", action="store_true", help="continue the run in LOGPATH from its last.pt")
+    p.add_argument("--overwrite", action="store_true", help="start afresh in a LOGPATH that holds a run")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("test", help="evaluate a checkpoint with the official protocol")
@@ -209,6 +233,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", action="store_true", help="the per-shot reference path (official structure)")
     p.add_argument("--out", default=None, help="write the result row to this CSV")
     p.set_defaults(func=cmd_test)
+
+    p = sub.add_parser("segment", help="segment your own query image from K support images and masks")
+    p.add_argument("--load", required=True, help="checkpoint: official best_model.pt or hsnet's best.pt")
+    p.add_argument("--backbone", default=None, choices=["resnet50", "resnet101", "vgg16"], help="default: inferred")
+    p.add_argument("--query", required=True, help="query image (JPEG/PNG)")
+    p.add_argument("--support", action="append", required=True, help="support image; repeat for K shots")
+    p.add_argument("--mask", action="append", required=True, help="support mask (white = object), one per --support")
+    p.add_argument("--img-size", type=int, default=None, help="network input size (default: the checkpoint's, or 400)")
+    p.add_argument("--out", default="pred.png", help="overlay PNG; the mask goes beside it as *_mask.png")
+    p.set_defaults(func=cmd_segment)
 
     p = sub.add_parser("prepare", help="build dataset layouts (SegmentationClassAug, COCO masks) or check a root")
     psub = p.add_subparsers(dest="what", required=True, parser_class=OneLineErrors)

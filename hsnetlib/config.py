@@ -1,7 +1,7 @@
 """Run-time switches read from the environment, in one place.
 
-``HSNET_SMOKE=1`` (set by CI) makes notebooks and demos use small sizes and few steps so
-that the whole notebook suite runs on a 2-core CPU in minutes. Read it through
+``HSNET_SMOKE=1`` makes ``hsnet demo`` tiny (seconds instead of minutes), for quick local
+checks and the tests of the demo; nothing stored or checked by nbval depends on it. Read it through
 :func:`smoke`, which looks at the environment every time (no cached state).
 """
 

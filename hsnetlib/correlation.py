@@ -11,8 +11,13 @@ Departure from the bare formula, kept for compatibility with the released weight
 support feature gives a correlation of exactly 0 instead of NaN.
 
 The correlations of all layers that share a spatial size are stacked as channels: one
-hypercorrelation ``C_p`` of shape ``(B, |L_p|, Ha, Wa, Hb, Wb)`` per pyramid level p,
-returned deepest first (that is the order the 4D learner consumes them in).
+hypercorrelation ``C_p`` of shape ``(B, |L_p|, Ha, Wa, Hb, Wb)`` per pyramid level p. Levels are
+numbered as in the paper (p = 1 the finest, H/8; p = 3 the deepest, H/32) and returned deepest
+first, [C_3, C_2, C_1]: the order the 4D learner consumes them in.
+
+Because Eq. (2) is a cosine, the scale of a support feature does not matter: a soft mask value
+in (0, 1] gives the same correlation as 1, so a soft support mask acts as the binary mask of
+its nonzero positions.
 """
 
 from __future__ import annotations
@@ -34,6 +39,16 @@ def resized_mask(mask: torch.Tensor, size) -> torch.Tensor:
 def unit_norm(x: torch.Tensor, dim: int, eps: float = EPS) -> torch.Tensor:
     """x divided by (its L2 norm along ``dim`` + eps): the normalization of Eq. (2) with the official eps."""
     return x / (x.norm(dim=dim, p=2, keepdim=True) + eps)
+
+
+def kept_support_positions(support_mask: torch.Tensor, size) -> torch.Tensor:
+    """The support positions of a (h, w) feature grid that Eq. (1) keeps: zeta(M^s) > 0, as (B, h, w) bool.
+
+    A small support object can vanish on a coarse grid: the align-corners bilinear resize samples
+    the mask at the grid points only, and if none of them falls inside the object every support
+    feature of that layer is zeroed, so its correlations are all 0 for that episode.
+    """
+    return resized_mask(support_mask, size)[:, 0] > 0  # (B, h, w)
 
 
 def mask_features(support_feats: Sequence[torch.Tensor], support_mask: torch.Tensor) -> list[torch.Tensor]:
@@ -79,7 +94,7 @@ def hypercorrelation(
     query_feats / support_feats: the backbone's L intermediate features, shallow to deep.
     pyramid_sizes: how many of those layers each level holds, deepest first
         (ResNet50: (3, 6, 4) = layer4, layer3, layer2), summing to L.
-    Returns ``[C_deep, C_mid, C_shallow]``, each (B, |L_p|, Ha_p, Wa_p, Hb_p, Wb_p).
+    Returns ``[C_3, C_2, C_1]`` (deepest first), each (B, |L_p|, Ha_p, Wa_p, Hb_p, Wb_p).
     """
     if len(query_feats) != sum(pyramid_sizes) or len(support_feats) != len(query_feats):
         raise ValueError(

@@ -17,6 +17,7 @@ the effect on the training-free correlation baseline; results in benchmarks/RESU
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import matplotlib
@@ -26,18 +27,18 @@ matplotlib.use("Agg")
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from .backbone import imagenet_weights_available  # noqa: E402
 from .baselines import AllForeground, CorrelationBaseline  # noqa: E402
+from .checkpoint import load_checkpoint_file  # noqa: E402
 from .config import smoke  # noqa: E402
 from .data import make_benchmark  # noqa: E402
-from .engine import TrainConfig, train  # noqa: E402
+from .engine import train  # noqa: E402
 from .evaluation import evaluate  # noqa: E402
-from .metrics import intersection_union  # noqa: E402
+from .metrics import episode_iou  # noqa: E402
+from .toy_runs import DEMO, ToyRecipe, backbone_weights, toy_config  # noqa: E402
 from .viz import episode_grid  # noqa: E402
 
-DEMO_STEPS, DEMO_IMG_SIZE, DEMO_EPISODES, DEMO_BATCH = 500, 128, 300, 8
-BN_BATCHES = 16  # random backbone: BatchNorm statistics re-estimated on 16 x 8 training queries
-SMOKE_STEPS, SMOKE_IMG_SIZE, SMOKE_EPISODES = 4, 64, 8
+SMOKE = ToyRecipe(img_size=64, epochs=2, steps_per_epoch=2, val_episodes=4, bn_batches=2)  # HSNET_SMOKE=1
+DEMO_EPISODES, SMOKE_EPISODES = 300, 8
 
 
 def prediction_rows(model, dataset, n: int = 4) -> list[dict]:
@@ -45,50 +46,46 @@ def prediction_rows(model, dataset, n: int = 4) -> list[dict]:
     for i in range(n):
         item = dataset[i]
         pred = model.predict(item["query_img"][None], item["support_imgs"][None], item["support_masks"][None])[0]
-        inter, union = intersection_union(pred[None], item["query_mask"][None])
-        rows.append({**item, "pred": pred, "iou": 100 * float(inter[0, 1]) / max(float(union[0, 1]), 1)})
+        rows.append({**item, "pred": pred, "iou": episode_iou(pred, item["query_mask"])})
     return rows
+
+
+def demo_recipe(steps: int | None, img_size: int | None) -> ToyRecipe:
+    """The demo's recipe (smoke-sized under HSNET_SMOKE=1), with the command line's overrides."""
+    recipe = SMOKE if smoke() else DEMO
+    if steps is not None:
+        if steps < 2:
+            raise ValueError(f"--steps must be at least 2 (two epochs of at least one step), got {steps}")
+        recipe = replace(recipe, steps_per_epoch=steps // recipe.epochs)
+    if img_size is not None:
+        if img_size < 32:
+            raise ValueError(f"--img-size must be at least 32, got {img_size}")
+        recipe = replace(recipe, img_size=img_size)
+    return recipe
 
 
 def run_demo(out="demo_out", steps=None, img_size=None, episodes=None, seed=0, progress=True) -> pd.DataFrame:
     """Train + evaluate on the toy benchmark; returns the results table (also in ``out/results.csv``)."""
     t0 = time.time()
-    quick = smoke()
-    steps = steps or (SMOKE_STEPS if quick else DEMO_STEPS)
-    img_size = img_size or (SMOKE_IMG_SIZE if quick else DEMO_IMG_SIZE)
-    episodes = episodes or (SMOKE_EPISODES if quick else DEMO_EPISODES)
+    recipe = replace(demo_recipe(steps, img_size), seed=seed)
+    if episodes is not None and episodes < 4:
+        raise ValueError(f"--episodes must be at least 4 (the figure shows 4 test episodes), got {episodes}")
+    episodes = episodes if episodes is not None else (SMOKE_EPISODES if smoke() else DEMO_EPISODES)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    weights = "imagenet" if imagenet_weights_available("resnet50") else None
-    backbone_note = (
-        "ImageNet weights (found on disk)"
-        if weights
-        else "RANDOM weights (no ImageNet weights on disk; BatchNorm statistics re-estimated on toy images)"
-    )
+    weights, note = backbone_weights("resnet50", download=False)
     print(
-        f"hsnet demo: toy benchmark, fold 0, ResNet-50 backbone with {backbone_note}; {img_size}x{img_size}, "
-        f"{steps} training steps of {DEMO_BATCH} episodes; {episodes} test episodes/shot"
+        f"hsnet demo: toy benchmark, fold 0, ResNet-50; {note}; {recipe.img_size}x{recipe.img_size}, "
+        f"{recipe.steps} training steps of {recipe.batch_size} episodes; {episodes} test episodes/shot"
     )
     torch.manual_seed(seed)
-    config = TrainConfig(
-        benchmark="toy",
-        fold=0,
-        backbone="resnet50",
-        weights=weights,
-        img_size=img_size,
-        batch_size=DEMO_BATCH,
-        epochs=2,
-        recalibrate_bn=0 if weights else BN_BATCHES,
-        max_steps_per_epoch=max(1, steps // 2),
-        val_episodes=max(episodes // 3, 4),
-        num_workers=0 if quick else 1,
-        seed=seed,
-        logdir=str(out / "run"),
-        progress=progress,
+    config = toy_config(
+        out / "run", recipe, weights, num_workers=0 if smoke() else 1, progress=progress, overwrite=True
     )
     result = train(config)
     model = result.model
-    model.load_state_dict(torch.load(out / "run" / "best.pt", map_location="cpu", weights_only=True)["model"])
+    model.load_state_dict(load_checkpoint_file(out / "run" / "best.pt")["model"])
+    img_size = recipe.img_size
     print(f"trained in {time.time() - t0:.0f} s; best val mIoU {result.best_miou:.1f} (epoch {result.best_epoch})")
 
     baseline = CorrelationBaseline("resnet50", net=model.backbone)
@@ -100,7 +97,7 @@ def run_demo(out="demo_out", steps=None, img_size=None, episodes=None, seed=0, p
             ("correlation threshold", baseline),
             ("all foreground", AllForeground()),
         ):
-            r = evaluate(predictor, test, batch_size=DEMO_BATCH, progress=progress)
+            r = evaluate(predictor, test, batch_size=recipe.batch_size, progress=progress)
             rows.append(r.row(method=name, episodes=r.episodes))
         if shot == 1:
             fig = episode_grid(prediction_rows(model, test), "HSNet on unseen toy classes (1-shot)")

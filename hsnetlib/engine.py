@@ -17,6 +17,7 @@ under DistributedDataParallel (NCCL on CUDA, gloo on CPU); rank 0 validates and 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -36,7 +37,7 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .backbone import recalibrate_batchnorm
-from .checkpoint import load_checkpoint_file, save_atomic
+from .checkpoint import load_checkpoint_file, save_atomic, write_text_atomic
 from .data import make_benchmark
 from .evaluation import evaluate, resolve_device
 from .metrics import IoUMeter, intersection_union
@@ -52,6 +53,8 @@ class TrainConfig:
     kernel: str = "center-pivot"  # 4D kernel: center-pivot | full | separable
     weights: str | None = "imagenet"  # backbone init: "imagenet", None (random) or a local file
     use_support_mask: bool = True  # False trains HSNet† (no support feature masking)
+    feature_layers: str = "all"  # ablation: "last" correlates only the last layer of each pyramid level
+    pyramid_levels: int = 3  # ablation: 1 keeps only the deepest level
     recalibrate_bn: int = 0  # random backbone only: re-estimate BatchNorm stats on N training batches (0: off)
     shot: int = 1  # supports per training episode (the paper trains 1-shot)
     img_size: int = 400  # square input size
@@ -68,7 +71,8 @@ class TrainConfig:
     amp: str = "off"  # off | bf16 (CPU or CUDA) | fp16 (CUDA, with GradScaler)
     seed: int = 0  # seeds init, episodes and shuffling
     logdir: str = "runs/hsnet"  # run folder: config.json, metrics.csv, last.pt, best.pt, tensorboard
-    resume: bool = False  # continue from logdir/last.pt if it exists
+    resume: bool = False  # continue the run in logdir from its last.pt (same configuration, see RESUMABLE)
+    overwrite: bool = False  # start afresh in a non-empty logdir, deleting its run files
     progress: bool = True  # tqdm progress bars
     splits_dir: str | None = None  # split files folder (None: the cache)
 
@@ -79,8 +83,66 @@ class TrainConfig:
             raise ValueError(f"schedule must be 'constant', 'cosine' or 'poly', got {self.schedule!r}")
         if self.recalibrate_bn and self.weights is not None:
             raise ValueError("recalibrate_bn is for a random backbone (weights=None); ImageNet statistics are kept")
-        if self.batch_size < 1 or self.epochs < 1 or self.eval_every < 1:
-            raise ValueError("batch_size, epochs and eval_every must be >= 1")
+        for name in ("batch_size", "epochs", "eval_every", "img_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("max_steps_per_epoch", "val_episodes"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1 or None (no limit), got {getattr(self, name)}")
+        if self.shot != 1:
+            raise ValueError(
+                f"shot={self.shot}: training uses 1-shot episodes, as the paper does; K shots are an evaluation "
+                f"setting (hsnet test --nshot K, evaluate on a shot=K benchmark)"
+            )
+
+
+# Fields a resumed run may change: where things are and how they run, never what is trained.
+RESUMABLE = ("epochs", "datapath", "splits_dir", "num_workers", "device", "progress", "logdir", "resume", "overwrite")
+RUN_FILES = ("config.json", "metrics.csv", "last.pt", "best.pt")
+
+
+class RunFolderError(ValueError):
+    """A run folder that cannot be used as asked (it would lose or mix results)."""
+
+
+def prepare_run_folder(config: TrainConfig, write: bool = True) -> dict | None:
+    """Apply the run-folder policy; returns the checkpoint to resume from, or None for a fresh run.
+
+    - a fresh run needs an empty (or absent) folder, or ``overwrite=True`` (which deletes the run files);
+    - ``resume=True`` needs ``last.pt`` and the same configuration, except the fields in ``RESUMABLE``.
+    Stale temporary files of an interrupted write are removed in both cases (``write``: this
+    process may change the folder; in distributed runs only rank 0 does).
+    """
+    logdir = Path(config.logdir)
+    if not str(config.logdir).strip():
+        raise RunFolderError("logdir is empty; give a run folder, e.g. runs/pascal-fold0")
+    for tmp in logdir.glob("*.tmp") if write and logdir.is_dir() else ():
+        tmp.unlink()
+    if config.resume:
+        last = logdir / "last.pt"
+        if not last.is_file():
+            raise RunFolderError(f"cannot resume: {last} not found; check the run folder, or drop resume to start")
+        ckpt = load_checkpoint_file(last)
+        saved = ckpt.get("config") if isinstance(ckpt, dict) else None
+        if not isinstance(saved, dict) or "model" not in ckpt:
+            raise RunFolderError(f"cannot resume: {last} is not a checkpoint written by hsnetlib's training")
+        now = asdict(config)
+        differ = [f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in now if k not in RESUMABLE and saved.get(k) != now[k]]
+        if differ:
+            raise RunFolderError(
+                f"cannot resume {logdir}: the configuration differs from the saved run ({'; '.join(differ)}). "
+                f"Only {', '.join(RESUMABLE[:5])} may change; start a new run in another folder"
+            )
+        return ckpt
+    existing = [name for name in RUN_FILES if (logdir / name).exists()]
+    if existing and not config.overwrite:
+        raise RunFolderError(
+            f"run folder {logdir} already holds a run ({', '.join(existing)}); "
+            f"use resume to continue it, overwrite to replace it, or another folder"
+        )
+    for name in existing if write else ():
+        (logdir / name).unlink()
+    return None
 
 
 @dataclass
@@ -214,13 +276,13 @@ def _init_distributed(device: torch.device) -> bool:
     return True
 
 
-def _append_csv(path: Path, row: dict) -> None:
-    new = not path.exists()
-    with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(row))
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
+def _write_metrics(path: Path, rows: list[dict]) -> None:
+    """metrics.csv rewritten whole (atomically) from the rows that the checkpoint also holds."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(path, buf.getvalue())
 
 
 def _tensorboard(logdir: Path):
@@ -247,7 +309,14 @@ def train(config: TrainConfig) -> TrainResult:
     common = dict(root=config.datapath, fold=config.fold, img_size=config.img_size, splits_dir=config.splits_dir)
     train_set = make_benchmark(config.benchmark, split="trn", shot=config.shot, seed=config.seed, **common)
     val_set = make_benchmark(config.benchmark, split="val", shot=1, **common)
-    model = HSNet(config.backbone, config.kernel, config.weights, config.use_support_mask).to(device)
+    model = HSNet(
+        config.backbone,
+        config.kernel,
+        config.weights,
+        config.use_support_mask,
+        feature_layers=config.feature_layers,
+        pyramid_levels=config.pyramid_levels,
+    ).to(device)
     learner = model.hpn_learner
     optimizer = torch.optim.Adam(learner.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
@@ -255,15 +324,15 @@ def train(config: TrainConfig) -> TrainResult:
         steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
     scheduler = make_scheduler(optimizer, config.schedule, steps_per_epoch * config.epochs)
     scaler = torch.amp.GradScaler("cuda") if config.amp == "fp16" else None
-    start_epoch, best_miou, best_epoch = 0, -1.0, -1
+    start_epoch, best_miou, best_epoch, rows = 0, -1.0, -1, []
 
-    if config.recalibrate_bn:  # identical on every rank: same seeded batches
+    ckpt = prepare_run_folder(config, write=rank == 0)
+    if config.recalibrate_bn and ckpt is None:  # identical on every rank: same seeded batches
         loader = train_loader(train_set, config.batch_size, 10**6, config.seed, config.num_workers, (0, 1))
         queries = (b["query_img"].to(device) for _, b in zip(range(config.recalibrate_bn), loader))
         recalibrate_batchnorm(model.backbone, queries)
 
-    if config.resume and (logdir / "last.pt").exists():
-        ckpt = load_checkpoint_file(logdir / "last.pt")
+    if ckpt is not None:  # resume: the saved statistics replace any recalibration
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
@@ -271,6 +340,7 @@ def train(config: TrainConfig) -> TrainResult:
             scaler.load_state_dict(ckpt["scaler"])
         set_rng_state(ckpt["rng"])
         start_epoch, best_miou, best_epoch = ckpt["epoch"] + 1, ckpt["best_miou"], ckpt["best_epoch"]
+        rows = list(ckpt.get("history", []))
 
     net = model
     if world > 1:
@@ -280,7 +350,7 @@ def train(config: TrainConfig) -> TrainResult:
     writer = None
     if rank == 0:
         logdir.mkdir(parents=True, exist_ok=True)
-        (logdir / "config.json").write_text(json.dumps(asdict(config), indent=2))
+        write_text_atomic(logdir / "config.json", json.dumps(asdict(config), indent=2))
         writer = _tensorboard(logdir)
 
     for epoch in range(start_epoch, config.epochs):
@@ -332,12 +402,13 @@ def train(config: TrainConfig) -> TrainResult:
                 "best_epoch": best_epoch,
                 "config": asdict(config),
                 "rng": rng_state(),
+                "history": rows + [row],  # metrics.csv is rewritten from this: the two always agree
                 "version": __version__,
             }
-            if best_epoch == epoch:
-                save_atomic(ckpt, logdir / "best.pt")
-            save_atomic(ckpt, logdir / "last.pt")
-            _append_csv(logdir / "metrics.csv", row)
+            # best.pt first (a hard link, no second copy), then last.pt: a crash in between redoes this epoch
+            save_atomic(ckpt, logdir / "last.pt", also=[logdir / "best.pt"] if best_epoch == epoch else [])
+            rows.append(row)
+            _write_metrics(logdir / "metrics.csv", rows)
             if writer is not None:
                 for key, value in row.items():
                     if key != "epoch" and value == value:  # skip NaN

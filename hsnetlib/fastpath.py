@@ -1,4 +1,4 @@
-"""Fast inference path of HSNet (issue 7): the same maths as the reference modules, fewer copies and FLOPs.
+"""Fast inference path of HSNet: the same maths as the reference modules, fewer copies and FLOPs.
 
 The reference modules (conv4d.py, correlation.py, model.py) keep 6D tensors in the official
 code's *channel-major* layout ``(B, C, Ha, Wa, Hb, Wb)``. Every center-pivot layer then copies
@@ -93,8 +93,9 @@ def hypercorrelation_qm(
     eps: float = EPS,
     windowed: bool = True,
 ) -> list[SupportWindow]:
-    """Eq. (1)-(2) in the query-major layout: -> [C_deep, C_mid, C_shallow] as :class:`SupportWindow` s,
-    each ``corr`` (B, Ha, Wa, |L_p|, h, w) over the support window that holds the (resized) mask.
+    """Eq. (1)-(2) in the query-major layout: -> [C_3, C_2, C_1] (paper numbering, deepest first) as
+    :class:`SupportWindow` s, each ``corr`` (B, Ha, Wa, |L_p|, h, w) over the support window that
+    holds the (resized) mask.
 
     query_units: :func:`unit_query_features` of the query features, shallow to deep, each (B, C_l, Ha, Wa).
     support_feats: the support features (unmasked), shallow to deep, each (B, C_l, Hb, Wb).
@@ -319,20 +320,21 @@ def upsample_query_qm(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def supports_fast_path(learner: nn.Module) -> bool:
-    """True when every 4D layer of the learner is a center-pivot convolution (the paper's kernel)."""
+    """True for the paper's learner: three pyramid levels, every 4D layer a center-pivot convolution."""
     convs = [m for m in learner.modules() if m.__class__.__name__.endswith("Conv4d")]
-    return bool(convs) and all(isinstance(m, CenterPivotConv4d) for m in convs)
+    three_levels = getattr(learner, "levels", 3) == 3
+    return three_levels and bool(convs) and all(isinstance(m, CenterPivotConv4d) for m in convs)
 
 
 def learner_qm(learner: nn.Module, pyramid: list[torch.Tensor | SupportWindow]) -> torch.Tensor:
-    """HPNLearner.forward on a query-major pyramid (tensors or windows): -> logits (B, 2, 2*Ha_2, 2*Wa_2)."""
-    sqz4 = block_qm(learner.encoder_layer4, pyramid[0])  # (B, Ha4, Wa4, 128, hb, wb)
-    sqz3 = block_qm(learner.encoder_layer3, pyramid[1])  # (B, Ha3, Wa3, 128, hb, wb)
-    sqz2 = block_qm(learner.encoder_layer2, pyramid[2])  # (B, Ha2, Wa2, 128, hb, wb)
-    mix43 = block_qm(learner.encoder_layer4to3, upsample_query_qm(sqz4, sqz3.shape[1:3]).add_(sqz3))
-    mix432 = block_qm(learner.encoder_layer3to2, upsample_query_qm(mix43, sqz2.shape[1:3]).add_(sqz2))
-    B, Ha, Wa, C = mix432.shape[:4]
-    z = mix432.reshape(B, Ha, Wa, C, -1).mean(dim=-1).permute(0, 3, 1, 2)  # (B, 128, Ha2, Wa2), channels-last
-    x = learner.decoder1(z)  # (B, 64, Ha2, Wa2)
+    """HPNLearner.forward on a query-major pyramid (tensors or windows): -> logits (B, 2, 2*Ha_1, 2*Wa_1)."""
+    sqz3 = block_qm(learner.encoder_layer4, pyramid[0])  # f^sqz_3: (B, Ha3, Wa3, 128, hb, wb)
+    sqz2 = block_qm(learner.encoder_layer3, pyramid[1])  # f^sqz_2: (B, Ha2, Wa2, 128, hb, wb)
+    sqz1 = block_qm(learner.encoder_layer2, pyramid[2])  # f^sqz_1: (B, Ha1, Wa1, 128, hb, wb)
+    mix2 = block_qm(learner.encoder_layer4to3, upsample_query_qm(sqz3, sqz2.shape[1:3]).add_(sqz2))  # f^mix_2
+    mix1 = block_qm(learner.encoder_layer3to2, upsample_query_qm(mix2, sqz1.shape[1:3]).add_(sqz1))  # f^mix_1
+    B, Ha, Wa, C = mix1.shape[:4]
+    z = mix1.reshape(B, Ha, Wa, C, -1).mean(dim=-1).permute(0, 3, 1, 2)  # (B, 128, Ha1, Wa1), channels-last
+    x = learner.decoder1(z)  # (B, 64, Ha1, Wa1)
     x = F.interpolate(x, (x.shape[-2] * 2, x.shape[-1] * 2), mode="bilinear", align_corners=True)
-    return learner.decoder2(x).contiguous()  # (B, 2, 2*Ha2, 2*Wa2)
+    return learner.decoder2(x).contiguous()  # (B, 2, 2*Ha1, 2*Wa1)

@@ -35,6 +35,15 @@ def intersection_union(pred: torch.Tensor, gt: torch.Tensor, ignore: torch.Tenso
     return torch.stack(inter, 1), torch.stack(union, 1)  # (B, 2) each
 
 
+def episode_iou(pred: torch.Tensor, gt: torch.Tensor, ignore: torch.Tensor | None = None) -> float:
+    """Foreground IoU x100 of one (H, W) prediction: what the explorers print beside an episode.
+
+    Not the benchmark's mIoU, which accumulates intersections and unions per class (:class:`IoUMeter`).
+    """
+    inter, union = intersection_union(pred[None], gt[None], None if ignore is None else ignore[None])
+    return 100 * float(inter[0, 1]) / max(float(union[0, 1]), 1)
+
+
 class IoUMeter:
     """Accumulates per-class intersection / union over episodes; reports mIoU and FB-IoU (x100)."""
 

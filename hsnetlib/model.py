@@ -1,8 +1,12 @@
 """HSNet: hypercorrelation construction, 4D squeeze/mix learner, 2D decoder (Sec. 3, Fig. 2).
 
-    query, support ──backbone──> L feature pairs ──Eq.1-2──> hypercorrelations C_4, C_3, C_2
-    C_p ──f^sqz_p (4D conv ×3, support dims strided)──> Z_p
-    Z_4 ⊕ Z_3 ──f^mix──> ⊕ Z_2 ──f^mix──> mean over support dims ──decoder──> logits (B, 2, H, W)
+    query, support ──backbone──> L feature pairs ──Eq.1-2──> hypercorrelations C_3, C_2, C_1
+    C_p ──f^sqz_p (4D conv ×3, support dims strided)──> squeezed C_p
+    C_3 ⊕ C_2 ──f^mix_2──> ⊕ C_1 ──f^mix_1──> mean over support dims = Z ──decoder──> logits (B, 2, H, W)
+
+Pyramid levels are numbered as in the paper: p = 1 is the finest (H/8, ResNet's layer2), p = 3
+the deepest (H/32, layer4); Z has the query size of level 1. Lists of levels run deepest first
+([C_3, C_2, C_1]), the order in which the learner consumes them.
 
 Module names (``backbone``, ``hpn_learner.encoder_layer4.0.conv1`` ...) are those of the
 released checkpoints, so ``best_model.pt`` loads without a translation table.
@@ -53,41 +57,82 @@ def upsample_query_dims(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 class HPNLearner(nn.Module):
-    """The 4D learner: squeeze the three hypercorrelations, mix them coarse-to-fine, decode in 2D."""
+    """The 4D learner: squeeze the hypercorrelations, mix them coarse-to-fine, decode in 2D.
 
-    def __init__(self, in_channels: tuple[int, int, int], kernel: str = "center-pivot"):
+    ``in_channels`` holds |L_p| for each level, deepest first. Three levels is HSNet; one level
+    (the deepest only, no mixing) is the pyramid ablation of :class:`HSNet` (``pyramid_levels=1``).
+    """
+
+    def __init__(self, in_channels: tuple[int, ...], kernel: str = "center-pivot"):
         super().__init__()
-        c4, c3, c2 = in_channels  # hypercorrelation channels, deepest first
-        out, (k4, k3, k2), (s4, s3, s2) = SQUEEZE_CHANNELS, SQUEEZE_KERNELS, SQUEEZE_STRIDES
-        self.encoder_layer4 = conv4d_block(kernel, c4, out, k4, s4)
-        self.encoder_layer3 = conv4d_block(kernel, c3, out, k3, s3)
-        self.encoder_layer2 = conv4d_block(kernel, c2, out, k2, s2)
-        self.encoder_layer4to3 = conv4d_block(kernel, 128, (128,) * 3, (3,) * 3, (1,) * 3)
-        self.encoder_layer3to2 = conv4d_block(kernel, 128, (128,) * 3, (3,) * 3, (1,) * 3)
+        if len(in_channels) not in (1, 3):
+            raise ValueError(f"the learner takes 1 or 3 pyramid levels, got {len(in_channels)}")
+        out, kernels, strides = SQUEEZE_CHANNELS, SQUEEZE_KERNELS, SQUEEZE_STRIDES
+        self.levels = len(in_channels)
+        # Module names are those of the released checkpoints: "4, 3, 2" are ResNet's layer4/3/2, i.e. the
+        # paper's pyramid levels p = 3 (deepest, H/32), 2 (H/16) and 1 (finest, H/8).
+        self.encoder_layer4 = conv4d_block(kernel, in_channels[0], out, kernels[0], strides[0])
+        if self.levels == 3:
+            self.encoder_layer3 = conv4d_block(kernel, in_channels[1], out, kernels[1], strides[1])
+            self.encoder_layer2 = conv4d_block(kernel, in_channels[2], out, kernels[2], strides[2])
+            self.encoder_layer4to3 = conv4d_block(kernel, 128, (128,) * 3, (3,) * 3, (1,) * 3)
+            self.encoder_layer3to2 = conv4d_block(kernel, 128, (128,) * 3, (3,) * 3, (1,) * 3)
         self.decoder1 = nn.Sequential(
             nn.Conv2d(128, 128, 3, padding=1), nn.ReLU(True), nn.Conv2d(128, 64, 3, padding=1), nn.ReLU(True)
         )
         self.decoder2 = nn.Sequential(nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(True), nn.Conv2d(64, 2, 3, padding=1))
 
     def encode(self, pyramid: list[torch.Tensor]) -> torch.Tensor:
-        """[C_4, C_3, C_2] -> Z (B, 128, Ha_2, Wa_2): squeeze, mix, average over support dims."""
-        sqz4 = self.encoder_layer4(pyramid[0])  # (B, 128, Ha4, Wa4, hb, wb)
-        sqz3 = self.encoder_layer3(pyramid[1])  # (B, 128, Ha3, Wa3, hb, wb)
-        sqz2 = self.encoder_layer2(pyramid[2])  # (B, 128, Ha2, Wa2, hb, wb)
-        mix43 = self.encoder_layer4to3(upsample_query_dims(sqz4, sqz3.shape[2:4]) + sqz3)
-        mix432 = self.encoder_layer3to2(upsample_query_dims(mix43, sqz2.shape[2:4]) + sqz2)
-        B, C, Ha, Wa = mix432.shape[:4]
-        return mix432.reshape(B, C, Ha, Wa, -1).mean(dim=-1)  # (B, 128, Ha2, Wa2)
+        """[C_3, C_2, C_1] (paper numbering, deepest first) -> Z (B, 128, Ha_1, Wa_1): squeeze, mix,
+        average over the support dims."""
+        if self.levels == 1:
+            mixed = self.encoder_layer4(pyramid[0])  # (B, 128, Ha3, Wa3, hb, wb)
+        else:
+            sqz3 = self.encoder_layer4(pyramid[0])  # f^sqz_3: (B, 128, Ha3, Wa3, hb, wb)
+            sqz2 = self.encoder_layer3(pyramid[1])  # f^sqz_2: (B, 128, Ha2, Wa2, hb, wb)
+            sqz1 = self.encoder_layer2(pyramid[2])  # f^sqz_1: (B, 128, Ha1, Wa1, hb, wb)
+            mix2 = self.encoder_layer4to3(upsample_query_dims(sqz3, sqz2.shape[2:4]) + sqz2)  # f^mix_2
+            mixed = self.encoder_layer3to2(upsample_query_dims(mix2, sqz1.shape[2:4]) + sqz1)  # f^mix_1
+        B, C, Ha, Wa = mixed.shape[:4]
+        return mixed.reshape(B, C, Ha, Wa, -1).mean(dim=-1)  # (B, 128, Ha1, Wa1)
 
     def forward(self, pyramid: list[torch.Tensor]) -> torch.Tensor:
-        """Hypercorrelation pyramid -> low-resolution logits (B, 2, 2*Ha_2, 2*Wa_2)."""
-        x = self.decoder1(self.encode(pyramid))  # (B, 64, Ha2, Wa2)
+        """Hypercorrelation pyramid -> low-resolution logits (B, 2, 2*Ha_1, 2*Wa_1)."""
+        x = self.decoder1(self.encode(pyramid))  # (B, 64, Ha1, Wa1)
         x = F.interpolate(x, (x.shape[-2] * 2, x.shape[-1] * 2), mode="bilinear", align_corners=True)
-        return self.decoder2(x)  # (B, 2, 2*Ha2, 2*Wa2)
+        return self.decoder2(x)  # (B, 2, 2*Ha1, 2*Wa1)
+
+
+def selected_features(pyramid_sizes, feature_layers: str, pyramid_levels: int) -> list[int] | None:
+    """Indices (shallow to deep) of the backbone features an ablated HSNet keeps; None = all of them.
+
+    pyramid_sizes: layers per level, deepest first, e.g. ResNet-50 (3, 6, 4): features 10-12 are
+    level 3, 4-9 level 2, 0-3 level 1.
+    """
+    if feature_layers == "all" and pyramid_levels == 3:
+        return None
+    ends = torch.tensor(pyramid_sizes).flip(0).cumsum(0).tolist()  # shallow first: end index of each level
+    groups = [list(range(end - size, end)) for end, size in zip(ends, reversed(pyramid_sizes))]
+    groups = groups[3 - pyramid_levels :]  # keep the deepest levels
+    return [i for g in groups for i in (g[-1:] if feature_layers == "last" else g)]
+
+
+IMAGE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
 def check_episode(query_img, support_imgs, support_masks) -> None:
-    """Validate ``predict``'s inputs; raise ValueError naming the expected shapes."""
+    """Validate an episode's tensors before they reach the network; raise ValueError saying what was
+    expected: float images normalized as ImageNet (``hsnetlib.data.episodes.image_transform``) of shape
+    (B, 3, H, W) and (B, K, 3, H, W), masks (B, K, H, W), B >= 1, K >= 1, no NaN or Inf."""
+    for name, t in (("query_img", query_img), ("support_imgs", support_imgs), ("support_masks", support_masks)):
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}; use torch.as_tensor")
+    for name, t in (("query_img", query_img), ("support_imgs", support_imgs)):
+        if t.dtype not in IMAGE_DTYPES:
+            raise ValueError(
+                f"{name} must be a float32 image tensor normalized as ImageNet, got dtype {t.dtype}; "
+                f"convert with hsnetlib.data.episodes.image_transform (uint8 images) or .float()"
+            )
     if query_img.dim() != 4 or query_img.shape[1] != 3:
         raise ValueError(f"query_img must have shape (B, 3, H, W), got {tuple(query_img.shape)}")
     B = query_img.shape[0]
@@ -96,6 +141,24 @@ def check_episode(query_img, support_imgs, support_masks) -> None:
     K, Hs, Ws = support_imgs.shape[1], support_imgs.shape[-2], support_imgs.shape[-1]
     if tuple(support_masks.shape) != (B, K, Hs, Ws):
         raise ValueError(f"support_masks must have shape ({B}, {K}, {Hs}, {Ws}), got {tuple(support_masks.shape)}")
+    if B == 0 or K == 0:
+        raise ValueError(f"an episode needs at least one query and one support, got B={B}, K={K}")
+    for name, t in (("query_img", query_img), ("support_imgs", support_imgs), ("support_masks", support_masks)):
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise ValueError(f"{name} contains NaN or Inf values; check the image loading and normalization")
+
+
+def check_size(size) -> tuple[int, int] | None:
+    """``size`` for the output: None (the query's size) or a pair of positive ints (h, w)."""
+    if size is None:
+        return None
+    try:
+        h, w = (int(v) for v in size)
+    except (TypeError, ValueError):
+        raise ValueError(f"size must be a pair (h, w) of positive ints, got {size!r}") from None
+    if h < 1 or w < 1:
+        raise ValueError(f"size must be a pair (h, w) of positive ints, got {size!r}")
+    return h, w
 
 
 def vote_kshot(votes: torch.Tensor) -> torch.Tensor:
@@ -115,16 +178,36 @@ class HSNet(nn.Module):
         backbone: "resnet50" | "resnet101" | "vgg16"; frozen and always in eval mode.
         kernel: "center-pivot" (the paper's) or another 4D kernel of ``hsnetlib.conv4d.KERNELS``.
         weights: backbone weights: None (random, no download), "imagenet", or a local file.
-        use_support_mask: False gives HSNet† of Table 1 (no support feature masking, Eq. 1).
+        use_support_mask: False gives HSNet† of Table 1 (no support feature masking, Eq. 1); train
+            and test it that way, as the paper does.
+        feature_layers: "all" (the paper's: every bottleneck) or "last" (ablation: only the last
+            layer of each pyramid level, |L_p| = 1).
+        pyramid_levels: 3 (the paper's) or 1 (ablation: the deepest level alone, no mixing).
     """
 
-    def __init__(self, backbone="resnet50", kernel="center-pivot", weights=None, use_support_mask=True):
+    def __init__(
+        self,
+        backbone="resnet50",
+        kernel="center-pivot",
+        weights=None,
+        use_support_mask=True,
+        feature_layers="all",
+        pyramid_levels=3,
+    ):
         super().__init__()
         spec = check_backbone_name(backbone)
+        if feature_layers not in ("all", "last") or pyramid_levels not in (1, 3):
+            raise ValueError(
+                f"feature_layers must be 'all' or 'last' and pyramid_levels 1 or 3, "
+                f"got {feature_layers!r} and {pyramid_levels!r}"
+            )
         self.backbone_name, self.kernel, self.use_support_mask = backbone, kernel, use_support_mask
-        self.pyramid_sizes = spec.pyramid_sizes
+        self.feature_layers, self.pyramid_levels = feature_layers, pyramid_levels
+        self.feature_ids = selected_features(spec.pyramid_sizes, feature_layers, pyramid_levels)
+        sizes = (1,) * 3 if feature_layers == "last" else spec.pyramid_sizes  # deepest first
+        self.pyramid_sizes = sizes[:pyramid_levels]
         self.backbone = build_backbone(backbone, weights)
-        self.hpn_learner = HPNLearner(spec.pyramid_sizes, kernel)
+        self.hpn_learner = HPNLearner(self.pyramid_sizes, kernel)
 
     def train(self, mode: bool = True):
         """Train the learner; the backbone stays frozen in eval mode (its BatchNorm stats never move)."""
@@ -134,8 +217,11 @@ class HSNet(nn.Module):
 
     @torch.no_grad()
     def features(self, img: torch.Tensor) -> list[torch.Tensor]:
-        """(B, 3, H, W) -> the backbone's intermediate features, shallow to deep."""
-        return extract_features(self.backbone_name, self.backbone, img)
+        """(B, 3, H, W) -> the backbone's intermediate features that HSNet correlates, shallow to deep."""
+        return self._select(extract_features(self.backbone_name, self.backbone, img))
+
+    def _select(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
+        return feats if self.feature_ids is None else [feats[i] for i in self.feature_ids]
 
     @torch.no_grad()
     def fast_features(self, img: torch.Tensor) -> list[torch.Tensor]:
@@ -152,11 +238,13 @@ class HSNet(nn.Module):
         if cached is None or cached[0] != key:
             cached = (key, inference_copy(self.backbone_name, self.backbone))
             self.__dict__["_fast_backbone"] = cached  # not a submodule: no state-dict entries, no .to()
-        return extract_features(self.backbone_name, cached[1], img.contiguous(memory_format=torch.channels_last))
+        return self._select(
+            extract_features(self.backbone_name, cached[1], img.contiguous(memory_format=torch.channels_last))
+        )
 
     @torch.no_grad()
     def hypercorrelation(self, query_feats, support_feats, support_mask) -> list[torch.Tensor]:
-        """Eq. (1)-(2) on extracted features: -> [C_4, C_3, C_2], each (B, |L_p|, Ha, Wa, Hb, Wb)."""
+        """Eq. (1)-(2) on extracted features: -> [C_3, C_2, C_1] (deepest first), each (B, |L_p|, Ha, Wa, Hb, Wb)."""
         if self.use_support_mask:
             support_feats = mask_features(support_feats, support_mask.float())
         return hypercorrelation(query_feats, support_feats, self.pyramid_sizes)
@@ -164,6 +252,7 @@ class HSNet(nn.Module):
     def forward(self, query_img, support_img, support_mask, size=None) -> torch.Tensor:
         """One support: (B,3,H,W), (B,3,H,W), (B,H,W) -> logits (B, 2, H, W) (or ``size``)."""
         check_episode(query_img, support_img.unsqueeze(1), support_mask.unsqueeze(1))
+        size = check_size(size)
         pyramid = self.hypercorrelation(self.features(query_img), self.features(support_img), support_mask)
         logits = self.hpn_learner(pyramid)  # (B, 2, h, w)
         size = tuple(size) if size is not None else tuple(query_img.shape[-2:])
@@ -183,6 +272,7 @@ class HSNet(nn.Module):
         ``precision="bf16"``: bfloat16 autocast.
         """
         check_episode(query_img, support_imgs, support_masks)
+        size = check_size(size)
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
         B, K = support_imgs.shape[:2]

@@ -7,15 +7,17 @@ titles, axis labels and legends, so notebooks stay one line per figure.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.patches import Patch
+from PIL import Image
 
 from .data.episodes import IMAGENET_MEAN, IMAGENET_STD
 
-COLORS = {"support": (0.2, 0.4, 1.0), "gt": (0.1, 0.8, 0.2), "pred": (1.0, 0.25, 0.2)}
+COLORS = {"support": (0.1, 0.45, 1.0), "gt": (0.0, 0.9, 0.3), "pred": (1.0, 0.1, 0.6)}  # blue, green, magenta
 
 
 def to_image(img: torch.Tensor) -> np.ndarray:
@@ -25,19 +27,45 @@ def to_image(img: torch.Tensor) -> np.ndarray:
     return (img.detach().cpu().float() * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
 
 
-def overlay(image: np.ndarray, mask, color=(1.0, 0.25, 0.2), alpha: float = 0.5) -> np.ndarray:
-    """Blend ``color`` into ``image`` (H, W, 3) where ``mask`` (H, W) is nonzero."""
-    mask = np.asarray(mask.cpu() if isinstance(mask, torch.Tensor) else mask) > 0
+def _binary(mask) -> np.ndarray:
+    return np.asarray(mask.detach().cpu() if isinstance(mask, torch.Tensor) else mask) > 0
+
+
+def overlay(image: np.ndarray, mask, color=(1.0, 0.25, 0.2), alpha: float = 0.3) -> np.ndarray:
+    """Lighten ``image`` (H, W, 3) where ``mask`` (H, W) is nonzero, blending in ``color``.
+
+    The light tint alone can vanish on an object of a similar colour; :func:`draw_mask` adds
+    the contour that keeps the mask readable on any image."""
+    mask = _binary(mask)
     out = image.copy()
-    out[mask] = (1 - alpha) * out[mask] + alpha * np.asarray(color)
+    light = 0.5 * out[mask] + 0.5  # towards white first, so the tint shows on dark and coloured objects
+    out[mask] = (1 - alpha) * light + alpha * np.asarray(color)
     return out
 
 
+def draw_mask(ax, mask, color, linewidth: float = 2.0) -> None:
+    """The outline of ``mask`` (H, W) in ``color``, with a thin dark edge so it reads on any image."""
+    mask = _binary(mask).astype(float)
+    if mask.any() and not mask.all():
+        ax.contour(mask, levels=[0.5], colors=["black"], linewidths=linewidth + 1.2)
+        ax.contour(mask, levels=[0.5], colors=[color], linewidths=linewidth)
+
+
 def show(ax, image, title: str, mask=None, color=None) -> None:
+    """``image`` on ``ax``; with ``mask``, a light tint and the outline of the mask in ``color``."""
     ax.imshow(image if mask is None else overlay(image, mask, color))
+    if mask is not None:
+        draw_mask(ax, mask, color)
     ax.set_title(title, fontsize=9)
     ax.set_xticks([])
     ax.set_yticks([])
+
+
+def mask_legend(fig, names=("support mask", "ground truth", "prediction")) -> None:
+    """The legend of the mask colours, below the figure."""
+    keys = {"support mask": "support", "ground truth": "gt", "prediction": "pred"}
+    handles = [Patch(facecolor=COLORS[keys[n]], edgecolor="black", label=n) for n in names]
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles))
 
 
 def show_supports(axes, support_imgs, support_masks) -> None:
@@ -64,15 +92,7 @@ def episode_grid(rows: Sequence[dict], title: str = "Few-shot segmentation episo
         show(ax_row[k + 1], query, "ground truth", r["query_mask"], COLORS["gt"])
         iou = f" IoU {r['iou']:.0f}" if "iou" in r else ""
         show(ax_row[k + 2], query, "prediction" + iou, r["pred"], COLORS["pred"])
-    handles = [
-        Patch(color=c, label=n)
-        for n, c in (
-            ("support mask", COLORS["support"]),
-            ("ground truth", COLORS["gt"]),
-            ("prediction", COLORS["pred"]),
-        )
-    ]
-    fig.legend(handles=handles, loc="lower center", ncol=3)
+    mask_legend(fig)
     fig.suptitle(title)
     fig.tight_layout(rect=(0, 0.05, 1, 0.97))
     return fig
@@ -111,6 +131,25 @@ def correlation_maps(maps: Sequence[np.ndarray], titles: Sequence[str], support_
     return fig
 
 
+def interior_point(mask: torch.Tensor) -> tuple[float, float]:
+    """A pixel well inside the object of ``mask`` (H, W), as (x, y) fractions of the width and height.
+
+    The mask's centroid can fall outside the object (a ring, a crescent); this is the pixel that
+    survives the most 3x3 erosions (the one farthest from the background), ties broken by the
+    first in row-major order.
+    """
+    m = (mask > 0).float()[None, None]  # (1, 1, H, W)
+    if m.sum() == 0:
+        raise ValueError("the mask is empty: there is no pixel on the object")
+    while True:
+        eroded = -torch.nn.functional.max_pool2d(-m, 3, stride=1, padding=1)  # min over 3x3 = erosion
+        if eroded.sum() == 0:
+            break
+        m = eroded
+    y, x = divmod(int(m.flatten().nonzero()[0]), mask.shape[-1])
+    return (x + 0.5) / mask.shape[-1], (y + 0.5) / mask.shape[-2]
+
+
 def show_episode(item: dict, title: str = "An episode"):
     """Supports with their masks (blue), the query and its ground truth (green), from a dataset item."""
     k = item["support_imgs"].shape[0]
@@ -120,5 +159,105 @@ def show_episode(item: dict, title: str = "An episode"):
     show(axes[0, k], query, "query")
     show(axes[0, k + 1], query, "query ground truth", item["query_mask"], COLORS["gt"])
     fig.suptitle(f"{title} (class {int(item['class_id'])})")
+    mask_legend(fig, ("support mask", "ground truth"))
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    return fig
+
+
+def save_segmentation(episode, pred: torch.Tensor, out) -> tuple[Path, Path]:
+    """Write ``out`` (supports with their masks | query | prediction, PNG) and ``<out>_mask.png``
+    (the predicted mask at the query's original size, white = object). Returns both paths."""
+    from .user_images import original_query
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    mask_path = out.with_name(out.stem + "_mask.png")
+    Image.fromarray((pred.numpy() > 0).astype(np.uint8) * 255).save(mask_path)
+    k = episode.support_imgs.shape[0]
+    fig, axes = plt.subplots(1, k + 2, figsize=(2.6 * (k + 2), 3.0), squeeze=False)
+    show_supports(axes[0], episode.support_imgs, episode.support_masks)
+    query = to_image(original_query(episode))
+    show(axes[0, k], query, "query")
+    show(axes[0, k + 1], query, "prediction", pred, COLORS["pred"])
+    mask_legend(fig, ("support mask", "prediction"))
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out, mask_path
+
+
+def kept_positions_figure(mask: torch.Tensor, grids, kept, titles, suptitle=""):
+    """The support mask with the sample points of each feature grid: Eq. (1)'s align-corners resize reads
+    the mask at those points only. ``grids``: (h, w) per panel; ``kept``: (h, w) bool per panel."""
+    H, W = mask.shape[-2:]
+    fig, axes = plt.subplots(1, len(grids), figsize=(2.8 * len(grids), 3.1), squeeze=False)
+    for ax, (h, w), keep, title in zip(axes[0], grids, kept, titles):
+        ax.imshow(overlay(np.ones((H, W, 3)) * 0.85, mask, COLORS["support"], alpha=0.6))
+        draw_mask(ax, mask, COLORS["support"], 1.0)
+        ys = torch.linspace(0, H - 1, h).view(-1, 1).expand(h, w)  # align_corners=True sample positions
+        xs = torch.linspace(0, W - 1, w).view(1, -1).expand(h, w)
+        keep = keep.bool()
+        ax.scatter(xs[~keep], ys[~keep], s=6, c="0.45", label="masked out")
+        ax.scatter(xs[keep], ys[keep], s=14, c="orange", edgecolors="black", linewidths=0.4, label="kept")
+        ax.set_title(f"{title}\n{h}x{w} grid: {int(keep.sum())} kept", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0, 0].legend(loc="lower left", fontsize=7)
+    fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig
+
+
+def query_plane_maps(maps: Sequence[torch.Tensor], titles: Sequence[str], image=None, suptitle=""):
+    """2D maps over the query (e.g. mean |activation| of a 4D stage), each normalized to [0, 1]."""
+    fig, axes = plt.subplots(1, len(maps), figsize=(2.4 * len(maps), 2.7), squeeze=False)
+    for ax, m, t in zip(axes[0], maps, titles):
+        m = m.detach().float()
+        m = (m - m.min()) / (m.max() - m.min()).clamp(min=1e-12)
+        if image is not None:
+            ax.imshow(image, extent=(0, 1, 1, 0))
+        ax.imshow(m.numpy(), cmap="viridis", alpha=0.7 if image is not None else 1.0, extent=(0, 1, 1, 0))
+        ax.set_title(t, fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig
+
+
+def kernel_pairs(query_kernels: torch.Tensor, support_kernels: torch.Tensor, n: int = 8, suptitle=""):
+    """The two 2D kernels of a center-pivot layer for ``n`` output channels: query plane (top row),
+    support plane (bottom row); each (C_out, k, k), one colour scale per channel."""
+    fig, axes = plt.subplots(2, n, figsize=(1.3 * n, 3.0), squeeze=False)
+    for j in range(n):
+        pair = torch.stack([query_kernels[j], support_kernels[j]])
+        lim = float(pair.abs().max())
+        for i, name in enumerate(("query plane", "support plane")):
+            axes[i, j].imshow(pair[i].numpy(), cmap="RdBu_r", vmin=-lim, vmax=lim)
+            axes[i, j].set_xticks([])
+            axes[i, j].set_yticks([])
+            if j == 0:
+                axes[i, j].set_ylabel(name, fontsize=8)
+        axes[0, j].set_title(f"out {j}", fontsize=8)
+    fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig
+
+
+def params_vs_miou(table, title="mIoU against learnable parameters"):
+    """Scatter of mean mIoU (y) against learnable parameters (x, log scale), one point per method row
+    with a parameter count; ``table``: a paper table with ``method``, ``backbone``, ``mean`` and
+    ``learnable_params`` ("2.6M")."""
+    rows = table.dropna(subset=["learnable_params"])
+    markers = {"vgg16": "o", "resnet50": "s", "resnet101": "^"}
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    for backbone, group in rows.groupby("backbone", sort=False):
+        params = group["learnable_params"].str.rstrip("M").astype(float)
+        ax.scatter(params, group["mean"], marker=markers.get(backbone, "o"), s=40, label=backbone)
+        for p, m, name in zip(params, group["mean"], group["method"]):
+            ax.annotate(name, (p, m), textcoords="offset points", xytext=(4, 3), fontsize=7)
+    ax.set_xscale("log")
+    ax.set(xlabel="learnable parameters (millions, log scale)", ylabel="mean mIoU (%)", title=title)
+    ax.legend(title="backbone")
     fig.tight_layout()
     return fig

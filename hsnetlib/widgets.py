@@ -4,61 +4,62 @@ notebooks only build an explorer and display ``explorer.ui``.
 - :class:`CorrelationExplorer`: pick a query pixel (sliders) and a layer (dropdown) and see its
   4D correlation slice C_l(x_q, .) over the support image (Eq. 2), for every layer of a level.
 - :class:`EpisodeExplorer`: pick benchmark / fold / episode / shots (or upload your own query,
-  support and mask), press "Segment", and see the supports, the prediction of HSNet and of HSNet†
-  (no support masking) and their IoU against the ground truth.
+  support and mask), press "Segment", and see the supports and the predictions of the given models
+  (HSNet, a trained HSNet†, ...) with their IoU against the ground truth.
 """
 
 from __future__ import annotations
 
-import io
+import html
 
 import ipywidgets as W
 import matplotlib.pyplot as plt
-import numpy as np
 import torch
-from PIL import Image
 
 from .correlation import correlation, mask_features
 from .data import make_benchmark
-from .data.episodes import image_transform, resize_mask
-from .metrics import intersection_union
-from .viz import COLORS, overlay, show, show_supports, to_image
+from .metrics import episode_iou
+from .user_images import load_user_episode, original_query
+from .viz import COLORS, draw_mask, interior_point, mask_legend, overlay, show, show_supports, to_image
 
 
 def layer_names(model) -> list[str]:
-    """Labels of the correlated layers in pyramid order: deepest level first, shallow-to-deep inside a level."""
+    """Labels of the correlated layers, shallow to deep (the backbone's order), with their pyramid
+    level in the paper's numbering: level p = 1 is the finest (H/8), p = 3 the deepest (H/32)."""
     names = []
-    for p, (level, size) in enumerate(zip(("deep", "middle", "shallow"), model.pyramid_sizes), 1):
-        names += [f"level {p} ({level}) · layer {i + 1}/{size}" for i in range(size)]
+    for p, size in enumerate(reversed(model.pyramid_sizes), 1):  # pyramid_sizes lists the deepest level first
+        names += [f"level {p} (H/{4 * 2**p}) · layer {i + 1}/{size}" for i in range(size)]
     return names
 
 
 class CorrelationExplorer:
     """Slices of the hypercorrelation of one (query, support, mask) episode.
 
-    ``maps[l]`` is the 4D correlation of layer l, (Ha, Wa, Hb, Wb); the explorer shows
-    ``maps[l][i, j]`` for the chosen query position, drawn over the support image.
+    ``maps[l]`` is the 4D correlation of layer l (shallow to deep), (Ha, Wa, Hb, Wb); the explorer
+    shows ``maps[l][i, j]`` for the chosen query position, drawn over the support image.
+    The default query position is a pixel inside the query's object when ``query_mask`` is given.
     """
 
-    def __init__(self, model, query_img, support_img, support_mask, x: float = 0.5, y: float = 0.5):
+    def __init__(self, model, query_img, support_img, support_mask, x=None, y=None, query_mask=None):
         self.model = model
         self.query, self.support, self.mask = query_img, support_img, support_mask
+        if x is None or y is None:
+            x, y = interior_point(query_mask) if query_mask is not None else (0.5, 0.5)
         with torch.no_grad():
             q_feats = model.features(query_img[None])
             s_feats = mask_features(model.features(support_img[None]), support_mask[None].float())
-        order = []  # pyramid order: deepest group first, layers inside a group shallow to deep
-        end = len(q_feats)
-        for size in model.pyramid_sizes:
-            order += list(range(end - size, end))
-            end -= size
-        self.maps = [correlation(q_feats[i], s_feats[i])[0] for i in order]  # each (Ha, Wa, Hb, Wb)
-        self.layer = W.Dropdown(options=list(zip(layer_names(model), range(len(order)))), description="layer")
-        self.x = W.FloatSlider(x, min=0, max=0.999, step=0.01, description="query x")
-        self.y = W.FloatSlider(y, min=0, max=0.999, step=0.01, description="query y")
+        self.maps = [correlation(q, s)[0] for q, s in zip(q_feats, s_feats)]  # each (Ha, Wa, Hb, Wb)
+        names = layer_names(model)
+        self.layer = W.Dropdown(
+            options=list(zip(names, range(len(names)))), description="layer", layout=W.Layout(width="300px")
+        )
+        slider = dict(min=0, max=0.999, step=0.01, layout=W.Layout(width="260px"))
+        self.x = W.FloatSlider(x, description="query x", **slider)
+        self.y = W.FloatSlider(y, description="query y", **slider)
         self.out = W.Output()
         for w in (self.layer, self.x, self.y):
             w.observe(lambda _: self.draw(), names="value")
-        self.ui = W.VBox([W.HBox([self.layer, self.x, self.y]), self.out])
+        self.ui = W.VBox([W.HBox([self.layer, self.x, self.y], layout=W.Layout(flex_flow="row wrap")), self.out])
 
     def position(self) -> tuple[int, int]:
         """The query cell (row, col) of the selected layer under the sliders."""
@@ -85,7 +86,8 @@ class CorrelationExplorer:
                 s=80,
             )
             a.set(title="query: selected pixel", xlabel="x", ylabel="y")
-            b.imshow(overlay(to_image(self.support), self.mask, COLORS["support"], 0.25))
+            b.imshow(overlay(to_image(self.support), self.mask, COLORS["support"]))
+            draw_mask(b, self.mask, COLORS["support"])
             im = b.imshow(
                 self.current_map().numpy(),
                 cmap="magma",
@@ -107,36 +109,54 @@ def _upload_bytes(upload: W.FileUpload) -> bytes | None:
     return bytes(first["content"])
 
 
-class EpisodeExplorer:
-    """Run HSNet (and optionally HSNet†) on a chosen episode or on your own images.
+def _width(px: int) -> W.Layout:
+    return W.Layout(width=f"{px}px")
 
-    models: {"HSNet": model, "HSNet†": model_without_support_mask, ...}.
+
+class EpisodeExplorer:
+    """Run HSNet (and optionally other models, e.g. a trained HSNet†) on a chosen episode or on your own images.
+
+    models: {"HSNet": model, "HSNet†": model_trained_without_support_masking, ...}.
+    Errors (a corrupt upload, a benchmark without its data) are shown in the status line.
     """
 
     def __init__(self, models: dict, benchmark="toy", img_size=128, root=None, benchmarks=("toy",)):
         self.models, self.img_size, self.root = models, img_size, root
-        self.benchmark = W.Dropdown(options=list(benchmarks), value=benchmark, description="benchmark")
-        self.fold = W.IntSlider(0, min=0, max=3, description="fold")
-        self.index = W.BoundedIntText(0, min=0, max=999, description="episode")
-        self.shot = W.ToggleButtons(options=[1, 5], value=1, description="shots")
-        self.run = W.Button(description="Segment", button_style="primary")
-        self.query_upload = W.FileUpload(accept="image/*", description="query")
-        self.support_upload = W.FileUpload(accept="image/*", description="support")
-        self.mask_upload = W.FileUpload(accept="image/*", description="support mask")
-        self.use_uploads = W.Button(description="Segment my images")
+        label = {"description_width": "initial"}
+        self.benchmark = W.Dropdown(
+            options=list(benchmarks), value=benchmark, description="benchmark", style=label, layout=_width(190)
+        )
+        self.fold = W.IntSlider(0, min=0, max=3, description="fold", style=label, layout=_width(200))
+        self.index = W.BoundedIntText(0, min=0, max=999, description="episode", style=label, layout=_width(150))
+        self.shot = W.ToggleButtons(
+            options=[1, 5], value=1, description="shots", style={**label, "button_width": "40px"}, layout=_width(150)
+        )
+        self.run = W.Button(description="Segment", button_style="primary", layout=_width(110))
+        self.query_upload = W.FileUpload(accept="image/*", description="query", layout=_width(150))
+        self.support_upload = W.FileUpload(accept="image/*", description="support", layout=_width(150))
+        self.mask_upload = W.FileUpload(accept="image/*", description="support mask", layout=_width(170))
+        self.use_uploads = W.Button(description="Segment my images", layout=_width(170))
         self.status = W.HTML()
         self.out = W.Output()
         self.result: dict | None = None
-        self.run.on_click(lambda _: self.segment_episode())
-        self.use_uploads.on_click(lambda _: self.segment_uploads())
+        self.run.on_click(lambda _: self._report_errors(self.segment_episode))
+        self.use_uploads.on_click(lambda _: self._report_errors(self.segment_uploads))
+        row = W.Layout(flex_flow="row wrap", align_items="center")
         self.ui = W.VBox(
             [
-                W.HBox([self.benchmark, self.fold, self.index, self.shot, self.run]),
-                W.HBox([self.query_upload, self.support_upload, self.mask_upload, self.use_uploads]),
+                W.HBox([self.benchmark, self.fold, self.index, self.shot, self.run], layout=row),
+                W.HBox([self.query_upload, self.support_upload, self.mask_upload, self.use_uploads], layout=row),
                 self.status,
                 self.out,
             ]
         )
+
+    def _report_errors(self, action) -> None:
+        """Run a button's action; a problem with the input is shown in the status line, not lost in a log."""
+        try:
+            action()
+        except (ValueError, OSError) as err:  # DatasetError, UserImageError, missing files
+            self.status.value = f"<b style='color:#b00'>error:</b> {html.escape(str(err))}"
 
     def dataset(self):
         return make_benchmark(
@@ -148,17 +168,13 @@ class EpisodeExplorer:
             img_size=self.img_size,
         )
 
-    def predict(self, query, supports, masks, gt=None) -> dict:
+    def predict(self, query, supports, masks, gt=None, size=None) -> dict:
         """Run every model; returns {"preds": {name: (H, W)}, "iou": {name: IoU x100 or None}}."""
         preds, ious = {}, {}
         for name, model in self.models.items():
-            pred = model.predict(query[None], supports[None], masks[None])[0]
+            pred = model.predict(query[None], supports[None], masks[None], size=size)[0]
             preds[name] = pred
-            if gt is not None:
-                inter, union = intersection_union(pred[None], gt[None])
-                ious[name] = 100 * float(inter[0, 1]) / max(float(union[0, 1]), 1)
-            else:
-                ious[name] = None
+            ious[name] = None if gt is None else episode_iou(pred, gt)
         return {"preds": preds, "iou": ious}
 
     def segment_episode(self) -> dict:
@@ -181,27 +197,32 @@ class EpisodeExplorer:
         if any(r is None for r in raw):
             self.status.value = "Upload a query image, a support image and a support mask (white = object) first."
             return {}
-        tf = image_transform(self.img_size)
-        query = tf(Image.open(io.BytesIO(raw[0])).convert("RGB"))
-        support = tf(Image.open(io.BytesIO(raw[1])).convert("RGB"))
-        mask = torch.from_numpy(np.array(Image.open(io.BytesIO(raw[2])).convert("L")) >= 128)
-        mask = resize_mask(mask, (self.img_size, self.img_size))
-        item = {"query_img": query, "support_imgs": support[None], "support_masks": mask[None]}
-        self.result = {"item": item, **self.predict(query, support[None], mask[None])}
-        self.status.value = "your images: no ground truth, so no IoU"
+        episode = load_user_episode(raw[0], [raw[1]], [raw[2]], self.img_size)
+        item = {**episode.as_item(), "query_img": original_query(episode)}  # drawn at the query's own size
+        self.result = {
+            "item": item,
+            **self.predict(episode.query_img, episode.support_imgs, episode.support_masks, size=episode.query_size),
+        }
+        h, w = episode.query_size
+        self.status.value = f"your images (query {w}x{h}): no ground truth, so no IoU"
         self.draw()
         return self.result
 
     def draw(self):
         item, preds = self.result["item"], self.result["preds"]
         k = item["support_imgs"].shape[0]
+        gt = item.get("query_mask")
         self.out.clear_output(wait=True)
         with self.out:
-            fig, axes = plt.subplots(1, k + 1 + len(preds), figsize=(2.3 * (k + 1 + len(preds)), 2.6), squeeze=False)
+            n = k + 1 + len(preds)
+            fig, axes = plt.subplots(1, n, figsize=(2.3 * n, 2.9), squeeze=False)
             show_supports(axes[0], item["support_imgs"], item["support_masks"])
             query = to_image(item["query_img"])
-            show(axes[0, k], query, "query + ground truth", item.get("query_mask"), COLORS["gt"])
+            show(axes[0, k], query, "query" if gt is None else "query + ground truth", gt, COLORS["gt"])
             for a, (name, pred) in zip(axes[0, k + 1 :], preds.items()):
                 iou = self.result["iou"][name]
                 show(a, query, name + ("" if iou is None else f" IoU {iou:.0f}"), pred, COLORS["pred"])
+            names = ("support mask", "prediction") if gt is None else ("support mask", "ground truth", "prediction")
+            mask_legend(fig, names)
+            fig.tight_layout(rect=(0, 0.1, 1, 1))
             plt.show()

@@ -200,3 +200,57 @@ def test_cli_bad_input_is_one_clear_line(args, message):
     r = hsnet(*args)
     assert r.returncode == 2
     assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_run_folder_policy_refuses_to_mix_or_lose_runs(tmp_path):
+    from hsnetlib.engine import RunFolderError
+
+    first = TrainConfig(**{**TINY, "epochs": 1}, logdir=str(tmp_path / "run"))
+    train(first)
+    before = (tmp_path / "run" / "last.pt").read_bytes()
+    with pytest.raises(RunFolderError, match="already holds a run .*resume.*overwrite"):
+        train(first)
+    assert (tmp_path / "run" / "last.pt").read_bytes() == before  # nothing replaced
+    for change in ({"fold": 1}, {"lr": 0.01}, {"img_size": 96}, {"seed": 3}, {"use_support_mask": False}):
+        with pytest.raises(RunFolderError, match=f"configuration differs .*{next(iter(change))}"):
+            train(TrainConfig(**{**TINY, **change, "epochs": 2}, logdir=str(tmp_path / "run"), resume=True))
+    with pytest.raises(RunFolderError, match="cannot resume: .*typo.*last.pt not found"):
+        train(TrainConfig(**TINY, logdir=str(tmp_path / "typo"), resume=True))
+    (tmp_path / "run" / "last.pt.abc.tmp").write_bytes(b"half a file")
+    again = train(TrainConfig(**{**TINY, "epochs": 1}, logdir=str(tmp_path / "run"), overwrite=True))
+    assert list(again.history["epoch"]) == [0] and not list((tmp_path / "run").glob("*.tmp"))
+
+
+def test_metrics_csv_agrees_with_last_checkpoint(tmp_path):
+    from hsnetlib.checkpoint import load_checkpoint_file
+
+    result = train(TrainConfig(**TINY, logdir=str(tmp_path / "run")))
+    ckpt = load_checkpoint_file(tmp_path / "run" / "last.pt")
+    saved = pd.DataFrame(ckpt["history"])
+    pd.testing.assert_frame_equal(saved, result.history, check_dtype=False)
+    assert list(saved["epoch"]) == [0, 1]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"shot": 5}, "1-shot episodes"),
+        ({"max_steps_per_epoch": 0}, "max_steps_per_epoch must be >= 1"),
+        ({"val_episodes": 0}, "val_episodes must be >= 1"),
+        ({"img_size": 0}, "img_size must be >= 1"),
+        ({"logdir": ""}, "logdir is empty"),
+    ],
+)
+def test_config_values_that_would_train_nothing_are_refused(tmp_path, change, message):
+    config = TrainConfig(**{**TINY, "logdir": str(tmp_path / "r"), **change})
+    with pytest.raises(ValueError, match=message):
+        train(config)
+
+
+def test_best_is_a_link_to_last_when_the_same_epoch_and_survives_a_new_last(tmp_path):
+    last, best = tmp_path / "last.pt", tmp_path / "best.pt"
+    save_atomic({"epoch": torch.tensor(1)}, last, also=[best])
+    assert os.stat(last).st_ino == os.stat(best).st_ino  # one copy on disk
+    save_atomic({"epoch": torch.tensor(2)}, last)  # a later, worse epoch
+    assert torch.load(best, weights_only=True)["epoch"] == 1 and torch.load(last, weights_only=True)["epoch"] == 2
+    assert sorted(os.listdir(tmp_path)) == ["best.pt", "last.pt"]

@@ -212,3 +212,56 @@ def test_predict_rejects_bad_shapes(models):
         model.predict(q, torch.randn(1, 2, 3, 64, 64), torch.ones(1, 64, 64))
     with pytest.raises(ValueError, match=r"query_img must have shape \(B, 3, H, W\)"):
         model.predict(torch.randn(3, 64, 64), torch.randn(1, 1, 3, 64, 64), torch.ones(1, 1, 64, 64))
+
+
+@pytest.mark.parametrize(("feature_layers", "levels", "ids"), [("last", 3, [3, 9, 12]), ("all", 1, [10, 11, 12])])
+def test_ablated_models_correlate_the_chosen_layers(feature_layers, levels, ids):
+    full = HSNet("resnet50")
+    ablated = HSNet("resnet50", feature_layers=feature_layers, pyramid_levels=levels)
+    ablated.backbone.load_state_dict(full.backbone.state_dict())
+    img = torch.randn(1, 3, 96, 96)
+    every = full.features(img)
+    assert ablated.feature_ids == ids
+    for got, i in zip(ablated.features(img), ids):
+        torch.testing.assert_close(got, every[i])
+    mask = torch.zeros(1, 2, 96, 96)
+    mask[..., 20:70, 30:60] = 1
+    q, s = torch.randn(1, 3, 96, 96), torch.randn(1, 2, 3, 96, 96)
+    fused, reference = ablated.kshot_logits(q, s, mask), ablated.kshot_logits(q, s, mask, fused=False)
+    torch.testing.assert_close(fused, reference, rtol=1e-4, atol=1e-5)
+    assert torch.isfinite(reference).all() and reference.shape == (1, 2, 2, 96, 96)
+
+
+def test_one_level_learner_has_no_mixing_blocks_and_trains():
+    model = HSNet("resnet50", pyramid_levels=1).train()
+    names = {n.split(".")[1] for n, _ in model.hpn_learner.named_parameters(prefix="x")}
+    assert names == {"encoder_layer4", "decoder1", "decoder2"}
+    mask = torch.zeros(2, 64, 64)
+    mask[:, 10:50, 10:50] = 1
+    logits = model(torch.randn(2, 3, 64, 64), torch.randn(2, 3, 64, 64), mask)
+    logits.sum().backward()
+    assert all(p.grad is not None for p in model.hpn_learner.parameters())
+    with pytest.raises(ValueError, match="pyramid_levels"):
+        HSNet("resnet50", pyramid_levels=2)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"q": torch.zeros(1, 3, 64, 64, dtype=torch.uint8)}, "float32 image tensor .*uint8"),
+        ({"q": torch.randn(1, 3, 64, 64, dtype=torch.float64)}, "float32 image tensor .*float64"),
+        ({"q": torch.randn(1, 3, 64, 64).numpy()}, "must be a torch.Tensor, got ndarray"),
+        ({"q": torch.full((1, 3, 64, 64), float("nan"))}, "query_img contains NaN or Inf"),
+        ({"s": torch.full((1, 1, 3, 64, 64), float("inf"))}, "support_imgs contains NaN or Inf"),
+        ({"s": torch.randn(1, 0, 3, 64, 64), "m": torch.ones(1, 0, 64, 64)}, "at least one query and one support"),
+        ({"size": 100}, "size must be a pair"),
+        ({"size": (0, 0)}, "size must be a pair"),
+    ],
+)
+def test_predict_rejects_bad_values_before_the_network(models, change, message):
+    args = {"q": torch.randn(1, 3, 64, 64), "s": torch.randn(1, 1, 3, 64, 64), "m": torch.ones(1, 1, 64, 64)}
+    args.update(change)
+    with pytest.raises(ValueError, match=message):
+        models["resnet50"].predict(args["q"], args["s"], args["m"], size=args.get("size"))
+    with pytest.raises(ValueError, match=message):
+        models["resnet50"].predict(args["q"], args["s"], args["m"], size=args.get("size"), fused=False)

@@ -24,7 +24,7 @@ def test_correlation_explorer_follows_sliders_and_dropdown(model):
     item = make_benchmark("toy", split="test", img_size=64, num_episodes=2)[0]
     ex = CorrelationExplorer(model, item["query_img"], item["support_imgs"][0], item["support_masks"][0])
     assert [label for label, _ in ex.layer.options] == layer_names(model) and len(ex.maps) == 13
-    ex.layer.value = 12  # last entry = level 3 (layer2 group), its 4th layer = feature index 3
+    ex.layer.value = 3  # entries follow the features, shallow to deep: index 3 = level 1's 4th layer
     ex.x.value, ex.y.value = 0.3, 0.7
     q = model.features(item["query_img"][None])[3]
     s = mask_features(model.features(item["support_imgs"][0][None]), item["support_masks"][0][None])[3]
@@ -32,8 +32,27 @@ def test_correlation_explorer_follows_sliders_and_dropdown(model):
     i, j = int(0.7 * Ha), int(0.3 * Wa)
     assert ex.position() == (i, j)
     torch.testing.assert_close(ex.current_map(), correlation(q, s)[0, i, j])
-    ex.layer.value = 0  # level 1 = layer4 group, first = feature index 10
+    ex.layer.value = 10  # level 3 (the deepest, layer4), its first layer
     assert ex.current_map().shape == model.features(item["query_img"][None])[10].shape[-2:]
+
+
+def test_layer_names_use_the_papers_level_numbering(model):
+    names = layer_names(model)
+    assert names[0] == "level 1 (H/8) · layer 1/4" and names[4] == "level 2 (H/16) · layer 1/6"
+    assert names[-1] == "level 3 (H/32) · layer 3/3"
+    vgg = HSNet("vgg16")
+    assert [n.split(" ·")[0] for n in layer_names(vgg)] == ["level 1 (H/8)"] * 3 + ["level 2 (H/16)"] * 3 + [
+        "level 3 (H/32)"
+    ]
+
+
+def test_correlation_explorer_starts_on_the_query_object(model):
+    item = make_benchmark("toy", split="test", img_size=96, num_episodes=1)[0]
+    ex = CorrelationExplorer(
+        model, item["query_img"], item["support_imgs"][0], item["support_masks"][0], query_mask=item["query_mask"]
+    )
+    row, col = int(ex.y.value * 96), int(ex.x.value * 96)
+    assert item["query_mask"][row, col] == 1
 
 
 def test_episode_explorer_run_button_compares_hsnet_and_dagger(model):
@@ -82,5 +101,19 @@ def test_episode_explorer_on_uploaded_images(model):
     mask[10:30, 10:30] = 255
     upload(ex.mask_upload, png_bytes(mask))
     ex.use_uploads.click()
-    assert ex.result["preds"]["HSNet"].shape == (64, 64) and ex.result["iou"]["HSNet"] is None
+    assert ex.result["iou"]["HSNet"] is None
     assert ex.result["item"]["support_masks"].sum() > 0
+    assert ex.result["preds"]["HSNet"].shape == (50, 70)  # the query's own size: no squashing to a square
+    assert "no ground truth" in ex.status.value
+
+
+def test_episode_explorer_shows_errors_in_its_status_line(model):
+    ex = EpisodeExplorer({"HSNet": model}, img_size=64, benchmarks=("toy", "pascal"))
+    upload(ex.query_upload, b"this is not an image")
+    upload(ex.support_upload, png_bytes(np.zeros((8, 8, 3), np.uint8)))
+    upload(ex.mask_upload, png_bytes(np.full((8, 8), 255, np.uint8)))
+    ex.use_uploads.click()  # must not raise inside the callback
+    assert "error" in ex.status.value and "query" in ex.status.value and "not a readable image" in ex.status.value
+    ex.benchmark.value = "pascal"  # no data root
+    ex.run.click()
+    assert "error" in ex.status.value and "HSNET_DATA" in ex.status.value

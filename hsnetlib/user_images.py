@@ -1,0 +1,136 @@
+"""Your own images as an episode: a query, K support images and their masks, read from files or bytes.
+
+The one path behind ``hsnet segment`` and the explorer's upload buttons. Inputs are checked
+before they reach the network, and every error names the file and what to do.
+
+Sizes: the supports (and their masks) are resized to ``img_size`` x ``img_size``, as every
+benchmark and the training do; the query keeps its aspect ratio (longer side ``img_size``):
+HSNet only upsamples the query dims, so any query size works, and the prediction is returned at
+the query's original size. A support mask must have the size of its support image; white
+(or any value >= 128 in grey levels) is the object.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+from torchvision import transforms
+
+from .data.episodes import IMAGENET_MEAN, IMAGENET_STD, image_transform, resize_mask
+
+Source = str | os.PathLike | bytes  # a file path or the file's bytes
+
+
+class UserImageError(ValueError):
+    """An image or mask given by the user cannot be used; the message says which one and why."""
+
+
+@dataclass
+class UserEpisode:
+    query_img: torch.Tensor  # (3, h, w), longer side img_size, ImageNet-normalized
+    support_imgs: torch.Tensor  # (K, 3, s, s)
+    support_masks: torch.Tensor  # (K, s, s) in {0, 1}
+    query_size: tuple[int, int]  # (H, W) of the original query image
+    support_sizes: list[tuple[int, int]]  # (H, W) of each original support image
+
+    def as_item(self) -> dict:
+        """The dataset item format (no ground truth): what the plotting helpers take."""
+        return {"query_img": self.query_img, "support_imgs": self.support_imgs, "support_masks": self.support_masks}
+
+
+def _name(source: Source, what: str) -> str:
+    return what if isinstance(source, bytes) else f"{what} {os.fspath(source)}"
+
+
+def open_image(source: Source, what: str) -> Image.Image:
+    """The image of ``source`` (path or bytes), decoded; ``what`` names it in errors ("query", "support 2")."""
+    try:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
+            img.load()
+            return img.copy()
+    except FileNotFoundError:
+        raise UserImageError(f"{_name(source, what)} not found; check the path") from None
+    except (UnidentifiedImageError, OSError) as err:
+        raise UserImageError(
+            f"{_name(source, what)} is not a readable image ({type(err).__name__}); give a JPEG or PNG file"
+        ) from None
+
+
+def binary_mask(img: Image.Image, what: str) -> torch.Tensor:
+    """A mask image -> (H, W) {0, 1}; it must be binary-like (nearly all pixels near black or white)."""
+    grey = np.asarray(img.convert("L"), dtype=np.uint8)
+    mid = ((grey > 32) & (grey < 224)).mean()
+    if mid > 0.05:
+        raise UserImageError(
+            f"{what} is not a binary mask: {100 * mid:.0f}% of its pixels are grey (neither near black nor "
+            f"near white); save the mask as black background and white object"
+        )
+    mask = torch.from_numpy(grey >= 128)
+    if not mask.any():
+        raise UserImageError(f"{what} is empty (no white pixel): mark the object in white")
+    return mask
+
+
+def query_transform(size: tuple[int, int], img_size: int) -> transforms.Compose:
+    """Resize (H, W) so that its longer side is ``img_size``, keeping the aspect ratio; then normalize."""
+    H, W = size
+    scale = img_size / max(H, W)
+    target = (max(8, round(H * scale)), max(8, round(W * scale)))
+    return transforms.Compose(
+        [transforms.Resize(target), transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    )
+
+
+def load_user_episode(query: Source, supports: list[Source], masks: list[Source], img_size: int) -> UserEpisode:
+    """Read and check a query, K supports and K masks; see the module docstring for the sizes."""
+    if img_size < 32:
+        raise UserImageError(f"img_size must be at least 32 pixels, got {img_size}")
+    if not supports or len(supports) != len(masks):
+        raise UserImageError(
+            f"give one mask per support image: got {len(supports)} support image(s) and {len(masks)} mask(s)"
+        )
+    q = open_image(query, "query").convert("RGB")
+    tf = image_transform(img_size)
+    imgs, bins, sizes = [], [], []
+    for k, (src, msrc) in enumerate(zip(supports, masks), 1):
+        img = open_image(src, f"support {k}").convert("RGB")
+        mimg = open_image(msrc, f"mask {k}")
+        if mimg.size != img.size:
+            raise UserImageError(
+                f"{_name(msrc, f'mask {k}')} is {mimg.width}x{mimg.height} but {_name(src, f'support {k}')} is "
+                f"{img.width}x{img.height}; a mask must have the size of its support image"
+            )
+        imgs.append(tf(img))
+        bins.append(resize_mask(binary_mask(mimg, _name(msrc, f"mask {k}")), (img_size, img_size)))
+        sizes.append((img.height, img.width))
+    return UserEpisode(
+        query_img=query_transform((q.height, q.width), img_size)(q),
+        support_imgs=torch.stack(imgs),  # (K, 3, s, s)
+        support_masks=torch.stack(bins),  # (K, s, s)
+        query_size=(q.height, q.width),
+        support_sizes=sizes,
+    )
+
+
+@torch.no_grad()
+def segment(model, episode: UserEpisode) -> torch.Tensor:
+    """HSNet's mask of the query at its original size, (H, W) in {0, 1} (the K-shot vote for K > 1)."""
+    device = next(model.parameters()).device
+    pred = model.predict(
+        episode.query_img[None].to(device),
+        episode.support_imgs[None].to(device),
+        episode.support_masks[None].to(device),
+        size=episode.query_size,
+    )
+    return pred[0].cpu()
+
+
+def original_query(episode: UserEpisode) -> torch.Tensor:
+    """The query resized back to its original size, (3, H, W), for drawing the prediction on it."""
+    return F.interpolate(episode.query_img[None], episode.query_size, mode="bilinear", align_corners=False)[0]
