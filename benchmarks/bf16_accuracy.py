@@ -24,7 +24,7 @@ def main():
     parser.add_argument("--img-size", type=int, default=128)
     parser.add_argument("--batch", type=int, default=8)
     args = parser.parse_args()
-    model = HSNet.from_official_checkpoint(args.load)
+    model = HSNet.load(args.load)
     rows = []
     for shot in (1, 5):
         test = make_benchmark(

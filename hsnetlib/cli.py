@@ -80,9 +80,7 @@ def cmd_test(args):
     from .evaluation import evaluate
     from .model import HSNet
 
-    model = HSNet.from_official_checkpoint(
-        args.load, backbone=args.backbone, kernel=args.kernel, use_support_mask=not args.no_support_mask
-    )
+    model = HSNet.load(args.load, backbone=args.backbone, kernel=args.kernel, use_support_mask=not args.no_support_mask)
     dataset = make_benchmark(
         args.benchmark,
         args.datapath,
@@ -123,7 +121,7 @@ def cmd_segment(args):
     if img_size is None:  # hsnetlib checkpoints know the size they were trained at; released ones: 400
         saved = load_checkpoint_file(args.load)
         img_size = (saved.get("config") or {}).get("img_size", 400) if isinstance(saved, dict) else 400
-    model = HSNet.from_official_checkpoint(args.load, backbone=args.backbone)
+    model = HSNet.load(args.load, backbone=args.backbone)
     episode = load_user_episode(args.query, args.support, args.mask, img_size)
     pred = segment(model, episode)
     overlay_path, mask_path = save_segmentation(episode, pred, args.out)

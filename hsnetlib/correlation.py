@@ -17,7 +17,9 @@ first, [C_3, C_2, C_1]: the order the 4D learner consumes them in.
 
 Because Eq. (2) is a cosine, the scale of a support feature does not matter: a soft mask value
 in (0, 1] gives the same correlation as 1, so a soft support mask acts as the binary mask of
-its nonzero positions.
+its nonzero positions. The one exception is the eps: where the resized mask is tiny (the rim
+of the object on a fine grid) the scaled feature's norm is comparable to eps and the cosine
+shrinks.
 """
 
 from __future__ import annotations

@@ -121,7 +121,9 @@ def prepare_run_folder(config: TrainConfig, write: bool = True) -> dict | None:
     if config.resume:
         last = logdir / "last.pt"
         if not last.is_file():
-            raise RunFolderError(f"cannot resume: {last} not found; check the run folder, or drop resume to start")
+            raise RunFolderError(
+                f"cannot resume: {last} not found; check the run folder (--logpath), or start a new run without resume"
+            )
         ckpt = load_checkpoint_file(last)
         saved = ckpt.get("config") if isinstance(ckpt, dict) else None
         if not isinstance(saved, dict) or "model" not in ckpt:
@@ -138,7 +140,8 @@ def prepare_run_folder(config: TrainConfig, write: bool = True) -> dict | None:
     if existing and not config.overwrite:
         raise RunFolderError(
             f"run folder {logdir} already holds a run ({', '.join(existing)}); "
-            f"use resume to continue it, overwrite to replace it, or another folder"
+            f"continue it with resume=True (hsnet train --resume), start afresh with overwrite=True (--overwrite), "
+            f"or choose another folder"
         )
     for name in existing if write else ():
         (logdir / name).unlink()

@@ -323,8 +323,9 @@ class HSNet(nn.Module):
         return votes[:, 0] if votes.shape[1] == 1 else vote_kshot(votes)  # (B, H, W)
 
     @classmethod
-    def from_official_checkpoint(cls, path: str | os.PathLike, backbone: str | None = None, **kwargs) -> HSNet:
-        """Load a released ``best_model.pt`` (keys with or without ``module.``) or an hsnetlib checkpoint.
+    def load(cls, path: str | os.PathLike, backbone: str | None = None, **kwargs) -> HSNet:
+        """Load a checkpoint: a released ``best_model.pt`` of the official code (keys with or without
+        ``module.``) or hsnetlib's own ``best.pt`` / ``last.pt``.
 
         Loads strictly, on CPU, with ``weights_only=True``. ``backbone=None`` infers it from the keys.
         Extra keyword arguments (``kernel``, ``use_support_mask``) go to the constructor.
@@ -334,6 +335,8 @@ class HSNet(nn.Module):
         check_compatible(model, state, path)
         model.load_state_dict(state, strict=True)
         return model.eval()
+
+    from_official_checkpoint = load  # the name of earlier releases
 
     def num_learnable_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)

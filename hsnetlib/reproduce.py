@@ -58,7 +58,7 @@ def reproduce(
     """Run the official protocol for every checkpoint and shot: ours, the paper's, and the difference."""
     rows = []
     for ck in checkpoints:
-        model = ck.get("model") or HSNet.from_official_checkpoint(ck["path"], backbone=ck["backbone"])
+        model = ck.get("model") or HSNet.load(ck["path"], backbone=ck["backbone"])
         for shot in shots:
             ds = make_benchmark(
                 ck["benchmark"], root, fold=ck["fold"], split="test", shot=shot, img_size=ck.get("img_size", 400)

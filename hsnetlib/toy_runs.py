@@ -16,6 +16,8 @@ paper; see ``benchmarks/RESULTS.md``).
 
 from __future__ import annotations
 
+import contextlib
+import io
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -54,7 +56,9 @@ def backbone_weights(backbone: str = "resnet50", download: bool = True) -> tuple
         return "imagenet", "backbone weights: ImageNet (torchvision IMAGENET1K_V1, found on disk)"
     if download:
         try:
-            build_backbone(backbone, "imagenet")
+            quiet = io.StringIO()
+            with contextlib.redirect_stderr(quiet), contextlib.redirect_stdout(quiet):  # torch.hub's messages
+                build_backbone(backbone, "imagenet")
             return "imagenet", "backbone weights: ImageNet (torchvision IMAGENET1K_V1, downloaded)"
         except RuntimeError:  # offline: build_backbone says how to get the file
             pass

@@ -56,7 +56,7 @@ def trace_episode(model, query_img, support_img, support_mask) -> list[Stage]:
         convs = [m for m in block if isinstance(m, tuple(KERNELS.values()))]
         for i, conv in enumerate(convs, 1):
             hooks.append(conv.register_forward_hook(record(f"{paper} · 4D conv {i}/{len(convs)}")))
-    hooks.append(learner.decoder1.register_forward_pre_hook(record("Z = mean of f^mix_1 over support dims", True)))
+    hooks.append(learner.decoder1.register_forward_pre_hook(record("Z: mean over the support dims", True)))
     hooks.append(learner.decoder1.register_forward_hook(record("decoder, first two 2D convs")))
     hooks.append(learner.decoder2.register_forward_hook(record("decoder after 2x upsampling: logits")))
     try:

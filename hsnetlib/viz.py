@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
 from .data.episodes import IMAGENET_MEAN, IMAGENET_STD
@@ -107,6 +108,8 @@ def training_curves(history, title: str = "Training"):
     ax2.plot(history["epoch"], history["val_miou"], marker="s", label="val (unseen classes)")
     ax2.set(title="mIoU", xlabel="epoch", ylabel="mIoU (%)")
     ax2.legend()
+    for ax in (ax1, ax2):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle(title)
     fig.tight_layout()
     return fig
@@ -255,6 +258,7 @@ def params_vs_miou(table, title="mIoU against learnable parameters"):
         params = group["learnable_params"].str.rstrip("M").astype(float)
         ax.scatter(params, group["mean"], marker=markers.get(backbone, "o"), s=40, label=backbone)
         for p, m, name in zip(params, group["mean"], group["method"]):
+            name = name.replace("HSNet-no-support-mask", "HSNet†")  # the paper's name for it
             ax.annotate(name, (p, m), textcoords="offset points", xytext=(4, 3), fontsize=7)
     ax.set_xscale("log")
     ax.set(xlabel="learnable parameters (millions, log scale)", ylabel="mean mIoU (%)", title=title)

@@ -129,7 +129,7 @@ class EpisodeExplorer:
         self.fold = W.IntSlider(0, min=0, max=3, description="fold", style=label, layout=_width(200))
         self.index = W.BoundedIntText(0, min=0, max=999, description="episode", style=label, layout=_width(150))
         self.shot = W.ToggleButtons(
-            options=[1, 5], value=1, description="shots", style={**label, "button_width": "40px"}, layout=_width(150)
+            options=[1, 5], value=1, description="shots", style={**label, "button_width": "40px"}, layout=_width(170)
         )
         self.run = W.Button(description="Segment", button_style="primary", layout=_width(110))
         self.query_upload = W.FileUpload(accept="image/*", description="query", layout=_width(150))

@@ -61,7 +61,7 @@ def test_resume_gives_the_same_weights_as_a_straight_run(tmp_path):
     assert {"config.json", "metrics.csv", "last.pt", "best.pt"} <= set(os.listdir(tmp_path / "b"))
     ckpt = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
     assert ckpt["epoch"] == 1 and set(ckpt) >= {"model", "optimizer", "scheduler", "rng", "config", "best_miou"}
-    assert HSNet.from_official_checkpoint(tmp_path / "b" / "best.pt").backbone_name == "resnet50"
+    assert HSNet.load(tmp_path / "b" / "best.pt").backbone_name == "resnet50"
 
 
 def test_crash_during_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
@@ -128,7 +128,7 @@ def test_cli_help_and_version():
 @pytest.mark.slow
 def test_cli_train_then_test_on_toy(tmp_path):
     run = tmp_path / "run"
-    r = hsnet(
+    train_args = [
         "train",
         "--benchmark",
         "toy",
@@ -148,9 +148,12 @@ def test_cli_train_then_test_on_toy(tmp_path):
         "2",
         "--logpath",
         str(run),
-    )
+    ]
+    r = hsnet(*train_args)
     assert r.returncode == 0, r.stderr
     assert "best val mIoU" in r.stdout and (run / "best.pt").exists()
+    again = hsnet(*train_args)  # the same command again: refused, nothing replaced
+    assert again.returncode == 2 and "already holds a run" in again.stderr and "--resume" not in again.stdout
     r = hsnet(
         "test",
         "--benchmark",
@@ -194,6 +197,14 @@ def test_cli_train_then_test_on_toy(tmp_path):
             ["train", "--benchmark", "pascal", "--datapath", "/nonexistent", "--weights", "none"],
             "VOC2012/JPEGImages not found",
         ),
+        (["train", "--benchmark", "toy", "--weights", "none", "--shot", "5"], "training uses 1-shot episodes"),
+        (["train", "--benchmark", "toy", "--weights", "none", "--max-steps-per-epoch", "0"], "must be >= 1"),
+        (
+            ["train", "--benchmark", "toy", "--weights", "none", "--resume", "--logpath", "/nonexistent/typo"],
+            "cannot resume: /nonexistent/typo/last.pt not found",
+        ),
+        (["demo", "--episodes", "2", "--out", "/nonexistent/demo"], "--episodes must be at least 4"),
+        (["segment", "--load", "x.pt", "--query", "q.jpg", "--support", "s.jpg"], "one --mask per --support"),
     ],
 )
 def test_cli_bad_input_is_one_clear_line(args, message):

@@ -119,20 +119,20 @@ def test_train_mode_keeps_backbone_batchnorm_frozen(models):
 def test_official_checkpoint_round_trip(models, backbone, tmp_path):
     model = models[backbone]
     torch.save({"module." + k: v for k, v in model.state_dict().items()}, tmp_path / "best_model.pt")
-    loaded = HSNet.from_official_checkpoint(tmp_path / "best_model.pt")  # backbone inferred from keys
+    loaded = HSNet.load(tmp_path / "best_model.pt")  # backbone inferred from keys
     assert loaded.backbone_name == backbone
     q, s, m = torch.randn(1, 3, 64, 64), torch.randn(1, 3, 64, 64), torch.ones(1, 64, 64)
     torch.testing.assert_close(loaded(q, s, m), model(q, s, m), rtol=0, atol=0)
     torch.save({"model": model.state_dict(), "epoch": 3}, tmp_path / "ours.pt")  # hsnetlib's own format
-    torch.testing.assert_close(HSNet.from_official_checkpoint(tmp_path / "ours.pt")(q, s, m), model(q, s, m))
+    torch.testing.assert_close(HSNet.load(tmp_path / "ours.pt")(q, s, m), model(q, s, m))
 
 
 def test_checkpoint_of_another_backbone_is_explained(models, tmp_path):
     torch.save(models["resnet50"].state_dict(), tmp_path / "r50.pt")
     with pytest.raises(ValueError, match="(?s)missing keys.*looks like a resnet50 model"):
-        HSNet.from_official_checkpoint(tmp_path / "r50.pt", backbone="resnet101")
+        HSNet.load(tmp_path / "r50.pt", backbone="resnet101")
     with pytest.raises(FileNotFoundError, match="nothere.pt"):
-        HSNet.from_official_checkpoint(tmp_path / "nothere.pt")
+        HSNet.load(tmp_path / "nothere.pt")
 
 
 def test_backbone_weights_from_local_file(tmp_path):

@@ -86,7 +86,7 @@ def upload(widget, content):
             "type": "image/png",
             "size": len(content),
             "content": memoryview(content),
-            "last_modified": datetime.datetime.now(datetime.timezone.utc),
+            "last_modified": datetime.datetime.now(datetime.UTC),
         },
     )
 
