@@ -11,6 +11,7 @@ notebooks only build an explorer and display ``explorer.ui``.
 from __future__ import annotations
 
 import html
+import io
 
 import ipywidgets as W
 import matplotlib.pyplot as plt
@@ -56,10 +57,10 @@ class CorrelationExplorer:
         slider = dict(min=0, max=0.999, step=0.01, layout=W.Layout(width="260px"))
         self.x = W.FloatSlider(x, description="query x", **slider)
         self.y = W.FloatSlider(y, description="query y", **slider)
-        self.out = W.Output()
+        self.figure = W.Image(format="png", layout=W.Layout(max_width="100%"))  # the figure, as PNG bytes
         for w in (self.layer, self.x, self.y):
             w.observe(lambda _: self.draw(), names="value")
-        self.ui = W.VBox([W.HBox([self.layer, self.x, self.y], layout=W.Layout(flex_flow="row wrap")), self.out])
+        self.ui = W.VBox([W.HBox([self.layer, self.x, self.y], layout=W.Layout(flex_flow="row wrap")), self.figure])
 
     def position(self) -> tuple[int, int]:
         """The query cell (row, col) of the selected layer under the sliders."""
@@ -74,31 +75,40 @@ class CorrelationExplorer:
         return self.maps[layer][int(self.y.value * Ha), int(self.x.value * Wa)]
 
     def draw(self):
-        self.out.clear_output(wait=True)
-        with self.out:
-            fig, (a, b) = plt.subplots(1, 2, figsize=(7, 3.4))
-            a.imshow(to_image(self.query))
-            a.scatter(
-                [self.x.value * self.query.shape[-1]],
-                [self.y.value * self.query.shape[-2]],
-                c="yellow",
-                marker="x",
-                s=80,
-            )
-            a.set(title="query: selected pixel", xlabel="x", ylabel="y")
-            b.imshow(overlay(to_image(self.support), self.mask, COLORS["support"]))
-            draw_mask(b, self.mask, COLORS["support"])
-            im = b.imshow(
-                self.current_map().numpy(),
-                cmap="magma",
-                alpha=0.6,
-                vmin=0,
-                vmax=1,
-                extent=(0, self.support.shape[-1], self.support.shape[-2], 0),
-            )
-            b.set(title=f"correlation over support\n{self.layer.label}", xlabel="x", ylabel="y")
-            fig.colorbar(im, ax=b, fraction=0.046)
-            plt.show()
+        fig, (a, b) = plt.subplots(1, 2, figsize=(7, 3.4))
+        a.imshow(to_image(self.query))
+        a.scatter(
+            [self.x.value * self.query.shape[-1]],
+            [self.y.value * self.query.shape[-2]],
+            c="yellow",
+            marker="x",
+            s=80,
+        )
+        a.set(title="query: selected pixel", xlabel="x", ylabel="y")
+        b.imshow(overlay(to_image(self.support), self.mask, COLORS["support"]))
+        draw_mask(b, self.mask, COLORS["support"])
+        im = b.imshow(
+            self.current_map().numpy(),
+            cmap="magma",
+            alpha=0.6,
+            vmin=0,
+            vmax=1,
+            extent=(0, self.support.shape[-1], self.support.shape[-2], 0),
+        )
+        b.set(title=f"correlation over support\n{self.layer.label}", xlabel="x", ylabel="y")
+        fig.colorbar(im, ax=b, fraction=0.046)
+        self.figure.value = png_bytes(fig)
+
+
+def png_bytes(fig) -> bytes:
+    """A matplotlib figure as PNG bytes (then closed): what the explorers' Image widgets show.
+
+    An Image widget, not an Output widget: it updates the same way in JupyterLab and when a notebook
+    is executed headless (nbclient can stall on Output widgets written to during execution)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return buf.getvalue()
 
 
 def _upload_bytes(upload: W.FileUpload) -> bytes | None:
@@ -137,7 +147,7 @@ class EpisodeExplorer:
         self.mask_upload = W.FileUpload(accept="image/*", description="support mask", layout=_width(170))
         self.use_uploads = W.Button(description="Segment my images", layout=_width(170))
         self.status = W.HTML()
-        self.out = W.Output()
+        self.figure = W.Image(format="png", layout=W.Layout(max_width="100%"))  # the figure, as PNG bytes
         self.result: dict | None = None
         self.run.on_click(lambda _: self._report_errors(self.segment_episode))
         self.use_uploads.on_click(lambda _: self._report_errors(self.segment_uploads))
@@ -147,7 +157,7 @@ class EpisodeExplorer:
                 W.HBox([self.benchmark, self.fold, self.index, self.shot, self.run], layout=row),
                 W.HBox([self.query_upload, self.support_upload, self.mask_upload, self.use_uploads], layout=row),
                 self.status,
-                self.out,
+                self.figure,
             ]
         )
 
@@ -212,17 +222,15 @@ class EpisodeExplorer:
         item, preds = self.result["item"], self.result["preds"]
         k = item["support_imgs"].shape[0]
         gt = item.get("query_mask")
-        self.out.clear_output(wait=True)
-        with self.out:
-            n = k + 1 + len(preds)
-            fig, axes = plt.subplots(1, n, figsize=(2.3 * n, 2.9), squeeze=False)
-            show_supports(axes[0], item["support_imgs"], item["support_masks"])
-            query = to_image(item["query_img"])
-            show(axes[0, k], query, "query" if gt is None else "query + ground truth", gt, COLORS["gt"])
-            for a, (name, pred) in zip(axes[0, k + 1 :], preds.items()):
-                iou = self.result["iou"][name]
-                show(a, query, name + ("" if iou is None else f" IoU {iou:.0f}"), pred, COLORS["pred"])
-            names = ("support mask", "prediction") if gt is None else ("support mask", "ground truth", "prediction")
-            mask_legend(fig, names)
-            fig.tight_layout(rect=(0, 0.1, 1, 1))
-            plt.show()
+        n = k + 1 + len(preds)
+        fig, axes = plt.subplots(1, n, figsize=(2.3 * n, 2.9), squeeze=False)
+        show_supports(axes[0], item["support_imgs"], item["support_masks"])
+        query = to_image(item["query_img"])
+        show(axes[0, k], query, "query" if gt is None else "query + ground truth", gt, COLORS["gt"])
+        for a, (name, pred) in zip(axes[0, k + 1 :], preds.items()):
+            iou = self.result["iou"][name]
+            show(a, query, name + ("" if iou is None else f" IoU {iou:.0f}"), pred, COLORS["pred"])
+        names = ("support mask", "prediction") if gt is None else ("support mask", "ground truth", "prediction")
+        mask_legend(fig, names)
+        fig.tight_layout(rect=(0, 0.1, 1, 1))
+        self.figure.value = png_bytes(fig)

@@ -132,7 +132,7 @@ def open_and_run_all(browser, lab, name: str, timeout_s: int, artifacts: Path):
 
 
 def widget_images(page):
-    return page.locator(".jupyter-widgets .jp-OutputArea-output img, .widget-output img")
+    return page.locator("img.widget-image")
 
 
 def test_episode_explorer_segments_in_jupyterlab(browser, lab, artifacts):
@@ -181,7 +181,7 @@ def test_correlation_explorer_slider_redraws_the_figure(browser, lab, artifacts)
         handle.press("ArrowLeft")
     page.wait_for_function(
         "([sel, old]) => { const i = [...document.querySelectorAll(sel)].pop(); return i && i.src !== old; }",
-        arg=[".jupyter-widgets .jp-OutputArea-output img, .widget-output img", before],
+        arg=["img.widget-image", before],
         timeout=60_000,
     )
     page.screenshot(path=str(artifacts / "correlation_after_slider.png"))

@@ -204,7 +204,7 @@ def test_cli_train_then_test_on_toy(tmp_path):
             "cannot resume: /nonexistent/typo/last.pt not found",
         ),
         (["demo", "--episodes", "2", "--out", "/nonexistent/demo"], "--episodes must be at least 4"),
-        (["segment", "--load", "x.pt", "--query", "q.jpg", "--support", "s.jpg"], "one --mask per --support"),
+        (["segment", "--load", "x.pt", "--query", "q.jpg", "--support", "s.jpg"], "arguments are required: --mask"),
     ],
 )
 def test_cli_bad_input_is_one_clear_line(args, message):

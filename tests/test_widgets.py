@@ -34,6 +34,10 @@ def test_correlation_explorer_follows_sliders_and_dropdown(model):
     torch.testing.assert_close(ex.current_map(), correlation(q, s)[0, i, j])
     ex.layer.value = 10  # level 3 (the deepest, layer4), its first layer
     assert ex.current_map().shape == model.features(item["query_img"][None])[10].shape[-2:]
+    before = bytes(ex.figure.value)  # every change redraws the figure (PNG bytes of an Image widget)
+    ex.x.value = 0.9
+    after = bytes(ex.figure.value)
+    assert before.startswith(b"\x89PNG") and after.startswith(b"\x89PNG") and after != before
 
 
 def test_layer_names_use_the_papers_level_numbering(model):
