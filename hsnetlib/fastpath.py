@@ -217,6 +217,10 @@ def center_pivot_window(layer: CenterPivotConv4d, win: SupportWindow) -> torch.T
         z = F.conv2d(z, layer.conv1.weight, None, 1, layer.conv1.padding)  # bias already in `out`
         z = z.view(B, nk, nj, O, Ha, Wa).permute(0, 4, 5, 3, 1, 2)  # (B, Ha, Wa, O, nk, nj), a view
         out[..., k0:k1, j0:j1] += z.to(out.dtype)
+    elif torch.is_grad_enabled() and layer.conv1.weight.requires_grad:
+        # No kept position inside the window: conv1 sees only zeros, so its weight gradient is 0 (as in
+        # the reference modules), not None; optimizers with momentum treat the two differently.
+        out = out + 0 * layer.conv1.weight.sum().to(out.dtype)
     return out
 
 

@@ -249,14 +249,39 @@ class HSNet(nn.Module):
             support_feats = mask_features(support_feats, support_mask.float())
         return hypercorrelation(query_feats, support_feats, self.pyramid_sizes)
 
-    def forward(self, query_img, support_img, support_mask, size=None) -> torch.Tensor:
-        """One support: (B,3,H,W), (B,3,H,W), (B,H,W) -> logits (B, 2, H, W) (or ``size``)."""
+    def forward(self, query_img, support_img, support_mask, size=None, fused=True) -> torch.Tensor:
+        """One support: (B,3,H,W), (B,3,H,W), (B,H,W) -> logits (B, 2, H, W) (or ``size``).
+
+        The call of every training loop; differentiable in the learner's parameters. ``fused=True``
+        (default) computes the same function through :mod:`hsnetlib.fastpath`: the BatchNorm-folded
+        backbone copy, Eq. (1)-(2) only at masked support positions, the query-major 4D learner
+        (center-pivot kernel, three levels; other learners use the reference modules).
+        ``fused=False`` runs the reference modules, the official computation (the oracle in tests).
+        """
         check_episode(query_img, support_img.unsqueeze(1), support_mask.unsqueeze(1))
         size = check_size(size)
-        pyramid = self.hypercorrelation(self.features(query_img), self.features(support_img), support_mask)
-        logits = self.hpn_learner(pyramid)  # (B, 2, h, w)
+        if fused:
+            logits = self._fused_logits(query_img, support_img, support_mask)  # (B, 2, h, w)
+        else:
+            pyramid = self.hypercorrelation(self.features(query_img), self.features(support_img), support_mask)
+            logits = self.hpn_learner(pyramid)  # (B, 2, h, w)
         size = tuple(size) if size is not None else tuple(query_img.shape[-2:])
         return F.interpolate(logits, size, mode="bilinear", align_corners=True)
+
+    def _fused_logits(self, query_img, support_img, support_mask) -> torch.Tensor:
+        """Low-resolution logits (B, 2, h, w) through the fast path, with autograd in the learner."""
+        query_feats, support_feats = self.fast_features(query_img), self.fast_features(support_img)
+        if not fastpath.supports_fast_path(self.hpn_learner):
+            return self.hpn_learner(self.hypercorrelation(query_feats, support_feats, support_mask))
+        with torch.no_grad():  # the frozen backbone and Eq. (1)-(2) hold no learnable parameter
+            pyramid = fastpath.hypercorrelation_qm(
+                fastpath.unit_query_features(query_feats),
+                support_feats,
+                support_mask if self.use_support_mask else None,
+                self.pyramid_sizes,
+                windowed=query_img.device.type != "cuda",  # CUDA: batched products, no host synchronization
+            )
+        return fastpath.learner_qm(self.hpn_learner, pyramid)
 
     def kshot_logits(
         self, query_img, support_imgs, support_masks, size=None, fused=True, precision="fp32", batch_shots=None
@@ -281,7 +306,10 @@ class HSNet(nn.Module):
         amp = torch.autocast(query_img.device.type, torch.bfloat16, enabled=bf16)
         with torch.inference_mode(), amp:
             if not fused:
-                logits = [self(query_img, support_imgs[:, k], support_masks[:, k], size).float() for k in range(K)]
+                logits = [
+                    self(query_img, support_imgs[:, k], support_masks[:, k], size, fused=False).float()
+                    for k in range(K)
+                ]
                 return torch.stack(logits, dim=1)  # (B, K, 2, H, W)
             fast = fastpath.supports_fast_path(self.hpn_learner)
             dtype = torch.bfloat16 if bf16 else torch.float32

@@ -1,9 +1,9 @@
-"""The official implementation's inference computation, re-stated for timing baselines only.
+"""The official implementation's computation, re-stated for timing baselines only.
 
-``hsnet bench inference`` compares ``HSNet.predict`` with this path in the same process, so a
-speed-up is measured on the machine at hand rather than against a figure taken elsewhere.
-What it does per shot, as the official test script does (juhongm999/hsnet, model/hsnet.py and
-model/base/correlation.py, read for their structure):
+``hsnet bench inference`` and ``hsnet bench training`` compare hsnetlib with this path in the
+same process, so a speed-up is measured on the machine at hand rather than against a figure
+taken elsewhere. What it does per shot, as the official test and train scripts do
+(juhongm999/hsnet, model/hsnet.py and model/base/correlation.py, read for their structure):
 
 - the whole network, the query backbone included, once per shot;
 - Eq. (1) on every support feature, then Eq. (2) *densely* for every layer (normalize query and
@@ -12,7 +12,8 @@ model/base/correlation.py, read for their structure):
 - the 4D learner in the channel-major layout (our reference modules: the same permute/copy
   structure as the official center-pivot layer, minus two ``.contiguous()`` calls, so this
   baseline is if anything slightly *faster* than the official code);
-- the K-shot vote of :func:`hsnetlib.model.vote_kshot`.
+- the K-shot vote of :func:`hsnetlib.model.vote_kshot` (inference);
+- training: the backbone without gradients, autograd through the learner (:func:`official_style_logits`).
 
 Not used for any result: :meth:`HSNet.kshot_logits` with ``fused=False`` is the oracle in tests.
 """
@@ -43,19 +44,24 @@ def dense_level_correlations(query_feats, support_feats, pyramid_sizes) -> list[
     return pyramid
 
 
+def official_style_logits(model: HSNet, query_img, support_img, support_mask) -> torch.Tensor:
+    """One support, with autograd in the learner: (B,3,H,W), (B,3,H,W), (B,H,W) -> logits (B, 2, H, W)."""
+    with torch.no_grad():  # the official code extracts features under no_grad, backbone in eval mode
+        query_feats, support_feats = model.features(query_img), model.features(support_img)
+        if model.use_support_mask:
+            support_feats = mask_features(support_feats, support_mask.float())
+        pyramid = dense_level_correlations(query_feats, support_feats, model.pyramid_sizes)
+    logits = model.hpn_learner(pyramid)
+    return F.interpolate(logits, query_img.shape[-2:], mode="bilinear", align_corners=True)
+
+
 @torch.inference_mode()
 def official_style_predict(model: HSNet, query_img, support_imgs, support_masks) -> torch.Tensor:
     """(B,3,H,W), (B,K,3,H,W), (B,K,H,W) -> (B, H, W) mask, computed as the official code does."""
     check_episode(query_img, support_imgs, support_masks)
     votes = []
     for k in range(support_imgs.shape[1]):
-        query_feats = model.features(query_img)
-        support_feats = model.features(support_imgs[:, k])
-        if model.use_support_mask:
-            support_feats = mask_features(support_feats, support_masks[:, k].float())
-        pyramid = dense_level_correlations(query_feats, support_feats, model.pyramid_sizes)
-        logits = model.hpn_learner(pyramid)
-        logits = F.interpolate(logits, query_img.shape[-2:], mode="bilinear", align_corners=True)
+        logits = official_style_logits(model, query_img, support_imgs[:, k], support_masks[:, k])
         votes.append(logits.argmax(dim=1))
     votes = torch.stack(votes, dim=1)  # (B, K, H, W)
     return votes[:, 0] if votes.shape[1] == 1 else vote_kshot(votes)
