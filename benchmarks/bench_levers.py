@@ -44,7 +44,7 @@ def main():
             "BN folded, channels-last": lambda: model.fast_features(q),
         }
         if args.compile:  # not part of predict: an optional lever, measured here only
-            copy = model.__dict__["_fast_backbone"][1]
+            copy = model.folded_backbone.get(model.backbone)
             compiled = torch.compile(lambda img: extract_features(args.backbone, copy, img))
             img = q.contiguous(memory_format=torch.channels_last)
             t0 = time.perf_counter()

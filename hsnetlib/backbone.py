@@ -15,7 +15,9 @@ checkpoints store its ``fc`` / ``classifier`` too) and reads features from insid
 from __future__ import annotations
 
 import copy
+import hashlib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +26,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision.models as tvm
 from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from .checkpoint import safe_load
+from .errors import CheckpointError, WeightsError
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,41 @@ def imagenet_weights_available(name: str) -> bool:
     return imagenet_weights_path(name).is_file()
 
 
+def _state_mismatch(net: nn.Module, state) -> tuple[list[str], list[str]]:
+    if not isinstance(state, dict):
+        return sorted(net.state_dict()), ["<not a dict>"]
+    expected = net.state_dict()
+    return sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+
+
+def load_imagenet_state(name: str) -> dict:
+    """torchvision's ImageNet state dict of ``name``: from the torch hub cache, downloaded there first
+    if absent. The file must match the SHA-256 prefix in its published name (e.g. ``-0676ba61``) and
+    is loaded with ``weights_only=True``: a planted or corrupt cache file is refused, never run."""
+    enum, path = imagenet_weights(name), imagenet_weights_path(name)
+    prefix = re.search(r"-([a-f0-9]+)\.", path.name).group(1)
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            torch.hub.download_url_to_file(enum.url, str(path), hash_prefix=prefix, progress=True)
+        except (OSError, RuntimeError) as err:  # urllib's URLError is an OSError; a hash mismatch a RuntimeError
+            raise WeightsError(
+                f"could not download ImageNet weights for {name} ({' '.join(str(err).split())[:160]}). On a machine "
+                f'with internet run `python -c "import torchvision; torchvision.models.'
+                f"{BACKBONES[name].builder}(weights='IMAGENET1K_V1')\"` or copy {path.name} from {enum.url} to "
+                f"{path}; or pass weights=PATH to a local file; weights=None uses a random backbone."
+            ) from None
+    with open(path, "rb") as f:
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
+    fix = f"delete it and download it again from {enum.url} (or copy a good {path.name} there)"
+    if not digest.startswith(prefix):
+        raise WeightsError(f"ImageNet weights file {path} has SHA-256 {digest[:12]}..., expected {prefix}...; {fix}")
+    try:
+        return safe_load(path, "ImageNet weights file")
+    except CheckpointError as err:
+        raise WeightsError(f"{err}; {fix}") from None
+
+
 def build_backbone(name: str, weights: str | os.PathLike | None = None) -> nn.Module:
     """Build a frozen torchvision classifier.
 
@@ -77,17 +117,7 @@ def build_backbone(name: str, weights: str | os.PathLike | None = None) -> nn.Mo
     if weights is None:
         pass
     elif weights == "imagenet":
-        enum = imagenet_weights(name)
-        try:
-            state = enum.get_state_dict(progress=True)
-        except OSError as err:  # urllib's URLError is an OSError
-            raise RuntimeError(
-                f"could not download ImageNet weights for {name} ({err}). On a machine with internet run "
-                f"`python -c \"import torchvision; torchvision.models.{spec.builder}(weights='IMAGENET1K_V1')\"` "
-                f"or copy {os.path.basename(enum.url)} from {enum.url} to {imagenet_weights_path(name)}; "
-                f"or pass weights=PATH to a local file; weights=None uses a random backbone."
-            ) from None
-        net.load_state_dict(state)
+        net.load_state_dict(load_imagenet_state(name))
     else:
         path = Path(weights)
         if not path.is_file():
@@ -95,7 +125,14 @@ def build_backbone(name: str, weights: str | os.PathLike | None = None) -> nn.Mo
                 f"backbone weights file {path} not found; expected a torchvision state dict for {name}, "
                 f"or weights='imagenet' / weights=None"
             )
-        net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        state = safe_load(path, f"{name} weights file")
+        missing, unexpected = _state_mismatch(net, state)
+        if missing or unexpected:
+            raise WeightsError(
+                f"{path} is not a {name} state dict: {len(missing)} missing keys (e.g. {missing[:2]}), "
+                f"{len(unexpected)} unexpected (e.g. {unexpected[:2]}); pass the torchvision file of this backbone"
+            )
+        net.load_state_dict(state)
     for p in net.parameters():
         p.requires_grad_(False)
     return net.eval()
@@ -161,6 +198,37 @@ def inference_copy(name: str, net: nn.Module) -> nn.Module:
             if block.downsample is not None:
                 block.downsample = nn.Sequential(fuse_conv_bn_eval(block.downsample[0], block.downsample[1]))
     return net.to(memory_format=torch.channels_last)
+
+
+class FoldedBackbone:
+    """The fast copy of a frozen backbone (:func:`inference_copy`) that :meth:`HSNet.fast_features`
+    reads, with an explicit lifetime.
+
+    Built on first use (one deepcopy; ResNet-50: 97 MB, VGG-16: its 56 MB of conv layers) and
+    rebuilt whenever the backbone's tensors change: the key is each tensor's storage, in-place
+    version, device and dtype, so loading a state dict, re-estimating BatchNorm statistics or
+    ``.to(device)`` all invalidate it. It is a plain attribute of the model (``model.folded_backbone``),
+    not a submodule: no state-dict entries. :meth:`clear` frees its memory.
+    """
+
+    def __init__(self, name: str):
+        check_backbone_name(name)
+        self.name = name
+        self.net: nn.Module | None = None
+        self._key: tuple | None = None
+
+    def get(self, backbone: nn.Module) -> nn.Module:
+        """The folded copy of ``backbone`` as it is now (rebuilt if any of its tensors changed)."""
+        key = tuple((t.data_ptr(), t._version, t.device, t.dtype) for t in backbone.state_dict(keep_vars=True).values())
+        if self.net is None or key != self._key:
+            self.net, self._key = inference_copy(self.name, backbone), key
+        return self.net
+
+    def clear(self) -> None:
+        self.net, self._key = None, None
+
+    def __repr__(self) -> str:
+        return f"FoldedBackbone({self.name!r}, {'built' if self.net is not None else 'not built'})"
 
 
 @torch.no_grad()

@@ -9,12 +9,15 @@ Both load through :func:`load_model_state`.
 from __future__ import annotations
 
 import os
+import pickle
 import shutil
 import tempfile
 from pathlib import Path
 
 import torch
 import torch.nn as nn
+
+from .errors import CheckpointError
 
 
 def strip_module_prefix(state: dict) -> dict:
@@ -27,20 +30,23 @@ def model_state_from(obj, path: str | os.PathLike = "<checkpoint>") -> dict:
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         obj = obj["model"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(
-            f"{path} is not an HSNet checkpoint: expected a state dict (name -> tensor), as saved by the "
-            f"official train.py or by `hsnet train`"
+        raise CheckpointError(
+            f"not a checkpoint: {path} (expected a state dict (name -> tensor), as saved by the "
+            f"official train.py or by `hsnet train`)"
         )
     return strip_module_prefix(obj)
 
 
-def infer_backbone(state: dict) -> str:
+def infer_backbone(state: dict, path: str | os.PathLike = "<checkpoint>") -> str:
     """Which backbone a checkpoint was trained with, from its key names."""
     if any(k.startswith("backbone.features.") for k in state):
         return "vgg16"
     layer3 = {k.split(".")[2] for k in state if k.startswith("backbone.layer3.")}
     if not layer3:
-        raise ValueError("cannot tell the backbone: the checkpoint has no backbone.* keys")
+        raise CheckpointError(
+            f"not a checkpoint: {path} (no backbone.* keys, so the backbone cannot be told; an HSNet checkpoint "
+            f"holds the whole model's state dict)"
+        )
     return "resnet101" if len(layer3) == 23 else "resnet50"
 
 
@@ -70,7 +76,7 @@ def check_compatible(model: nn.Module, state: dict, path: str | os.PathLike = "<
             hint = f"\n  the checkpoint looks like a {found} model; load it with backbone={found!r}"
     except ValueError:
         pass
-    raise ValueError(
+    raise CheckpointError(
         f"checkpoint {path} does not match the model"
         + show("missing keys", missing)
         + show("unexpected keys", unexpected)
@@ -79,12 +85,27 @@ def check_compatible(model: nn.Module, state: dict, path: str | os.PathLike = "<
     )
 
 
-def load_checkpoint_file(path: str | os.PathLike):
-    """``torch.load`` on CPU with ``weights_only=True`` (no arbitrary code from pickles)."""
+def safe_load(path: str | os.PathLike, what: str = "checkpoint"):
+    """``torch.load`` on CPU with ``weights_only=True`` (a file can never run code here); any file that
+    is not a plain ``torch.save`` of tensors and containers raises :class:`CheckpointError` naming it.
+    The advice to load unsafely that torch gives in that case is never passed on."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} not found")
-    return torch.load(path, map_location="cpu", weights_only=True)
+        raise FileNotFoundError(f"{what} {path} not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        reason = "it holds Python objects other than tensors and containers; hsnetlib never runs code from a file"
+    except EOFError:
+        reason = "the file is empty or cut short"
+    except (RuntimeError, ValueError, KeyError, TypeError, AttributeError, IndexError, OSError) as err:
+        reason = "not a torch.save file: " + " ".join(str(err).split())[:120]
+    raise CheckpointError(f"not a {what}: {path} ({reason})")
+
+
+def load_checkpoint_file(path: str | os.PathLike):
+    """A checkpoint file's content (:func:`safe_load`); the caller validates what is inside."""
+    return safe_load(path, "checkpoint")
 
 
 def _link_atomic(src: str, dst: Path) -> None:

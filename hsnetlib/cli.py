@@ -6,7 +6,7 @@
     hsnet segment --load CKPT --query Q.jpg --support S.jpg --mask M.png   your own images
     hsnet prepare pascal|coco|check ...      build dataset layouts
     hsnet splits download|verify             fetch / check the official split files
-    hsnet bench kernels|inference            Table 4 and latency measurements
+    hsnet bench kernels|inference|training   Table 4, inference latency, training-step speed
 
 Errors exit with status 2 and one line ``hsnet: error: ...`` on stderr.
 """
@@ -17,60 +17,17 @@ import argparse
 import sys
 
 from . import __version__
+from .cli_config import add_config_args, config_from_args
 
-
-def _add_model_args(p, backbone="resnet101"):
-    p.add_argument("--backbone", default=backbone, choices=["resnet50", "resnet101", "vgg16"])
-    p.add_argument(
-        "--kernel",
-        default="center-pivot",
-        choices=["center-pivot", "full", "separable"],
-        help="4D convolution kernel (Table 4)",
-    )
-    p.add_argument("--no-support-mask", action="store_true", help="HSNet†: no support feature masking (Eq. 1)")
-
-
-def _add_data_args(p):
-    p.add_argument("--benchmark", default="pascal", choices=["pascal", "coco", "fss", "toy"])
-    p.add_argument("--datapath", default=None, help="folder holding VOC2012/, COCO2014/, FSS-1000/ ($HSNET_DATA)")
-    p.add_argument("--fold", type=int, default=0, help="held-out fold 0..3 (FSS: 0)")
-    p.add_argument("--img-size", type=int, default=400, help="square input size (paper: 400)")
-    p.add_argument("--splits-dir", default=None, help="split files folder (default: the cache, $HSNET_SPLITS)")
-    p.add_argument("--nworker", type=int, default=0, help="DataLoader workers")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+DATA_FIELDS = ("benchmark", "datapath", "fold", "img_size", "splits_dir", "verify_splits", "num_workers", "device")
+MODEL_FIELDS = ("kernel", "use_support_mask")
 
 
 def cmd_train(args):
-    from .engine import TrainConfig, train
+    from .engine import train
+    from .train_config import TrainConfig
 
-    config = TrainConfig(
-        benchmark=args.benchmark,
-        datapath=args.datapath,
-        fold=args.fold,
-        backbone=args.backbone,
-        kernel=args.kernel,
-        weights=None if args.weights == "none" else args.weights,
-        use_support_mask=not args.no_support_mask,
-        shot=args.shot,
-        img_size=args.img_size,
-        batch_size=args.bsz,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        schedule=args.schedule,
-        epochs=args.niter,
-        max_steps_per_epoch=args.max_steps_per_epoch,
-        eval_every=args.eval_every,
-        val_episodes=args.val_episodes,
-        num_workers=args.nworker,
-        device=args.device,
-        amp=args.amp,
-        seed=args.seed,
-        logdir=args.logpath,
-        resume=args.resume,
-        overwrite=args.overwrite,
-        splits_dir=args.splits_dir,
-    )
-    result = train(config)
+    result = train(config_from_args(TrainConfig, args))
     if result.history is not None:
         print(f"best val mIoU {result.best_miou:.2f} at epoch {result.best_epoch}; run folder {result.logdir}")
 
@@ -80,7 +37,8 @@ def cmd_test(args):
     from .evaluation import evaluate
     from .model import HSNet
 
-    model = HSNet.load(args.load, backbone=args.backbone, kernel=args.kernel, use_support_mask=not args.no_support_mask)
+    model = HSNet.load(args.load, backbone=args.backbone, kernel=args.kernel, use_support_mask=args.use_support_mask)
+    extra = {} if args.benchmark == "toy" else {"verify_splits": args.verify_splits}
     dataset = make_benchmark(
         args.benchmark,
         args.datapath,
@@ -90,13 +48,14 @@ def cmd_test(args):
         img_size=args.img_size,
         use_original_imgsize=args.use_original_imgsize,
         splits_dir=args.splits_dir,
+        **extra,
     )
     result = evaluate(
         model,
         dataset,
         device=args.device,
         batch_size=args.bsz,
-        num_workers=args.nworker,
+        num_workers=args.num_workers,
         max_episodes=args.episodes,
         predict_kwargs={"precision": args.precision, "fused": not args.reference},
     )
@@ -143,9 +102,10 @@ def cmd_prepare(args):
         print(pd.DataFrame(check_root(args.root)).to_string(index=False))
 
 
-def cmd_splits(args):
+def cmd_splits(args) -> int:
     from .data import splits
 
+    missing = []
     for name in splits.all_split_names():
         if args.action == "download":
             path = splits.split_path(name, args.dir)
@@ -153,9 +113,14 @@ def cmd_splits(args):
             path = splits.default_splits_dir(args.dir) / name
             if not path.is_file():
                 print(f"missing   {name}")
+                missing.append(name)
                 continue
             path = splits.split_path(name, args.dir, download=False)
         print(f"ok        {path}")
+    if missing:
+        print(f"hsnet: {len(missing)} split files missing; fetch them with `hsnet splits download`", file=sys.stderr)
+        return 1
+    return 0
 
 
 def cmd_demo(args):
@@ -165,13 +130,15 @@ def cmd_demo(args):
 
 
 def cmd_bench(args):
-    from . import profile
+    import pandas as pd
+
+    from . import profile, training_speed
 
     if args.what == "kernels":
         table = profile.kernel_table(
-            backbone=args.backbone, img_size=args.img_size, repeats=args.repeats, device=args.device
+            backbone=args.backbone or "resnet101", img_size=args.img_size, repeats=args.repeats, device=args.device
         )
-    else:
+    elif args.what == "inference":
         table = profile.inference_table(
             backbones=args.backbones,
             img_size=args.img_size,
@@ -180,11 +147,40 @@ def cmd_bench(args):
             batch=args.batch,
             shots=tuple(args.shots),
             precisions=tuple(args.precisions),
+            masks=args.masks or profile.MASK_KINDS,
         )
-    print(table.attrs)
-    print(table.to_string())
+    else:
+        table = training_speed.training_table(
+            backbone=args.backbone or "resnet50",
+            settings=tuple(args.settings),
+            masks=args.masks or ("box", "scattered"),
+            repeats=args.repeats,
+            device=args.device,
+            amp=args.amp,
+        )
+    with pd.option_context("display.width", 250, "display.max_columns", 30):
+        print(table.attrs)
+        print(table.to_string(index=args.what == "kernels"))
     if args.out:
-        table.to_csv(args.out)
+        table.to_csv(args.out, index=args.what == "kernels")
+
+
+def _mask_kinds(text: str) -> tuple[str, ...]:
+    from .profile import MASK_KINDS
+
+    kinds = tuple(k.strip() for k in text.split(",") if k.strip())
+    unknown = [k for k in kinds if k not in MASK_KINDS]
+    if not kinds or unknown:
+        raise argparse.ArgumentTypeError(f"expected mask kinds among {','.join(MASK_KINDS)}, got {text!r}")
+    return kinds
+
+
+def _setting(text: str) -> tuple[int, int]:
+    """``400x2`` -> (img_size 400, batch 2)."""
+    size, _, batch = text.partition("x")
+    if not (size.isdigit() and batch.isdigit()):
+        raise argparse.ArgumentTypeError(f"expected SIZExBATCH such as 400x2, got {text!r}")
+    return int(size), int(batch)
 
 
 class OneLineErrors(argparse.ArgumentParser):
@@ -194,34 +190,21 @@ class OneLineErrors(argparse.ArgumentParser):
         self.exit(2, f"hsnet: error: {message} (see `{self.prog} --help`)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineErrors(prog="hsnet", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--version", action="version", version=f"hsnetlib {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineErrors)
+def _train_parser(sub) -> None:
+    from .train_config import TrainConfig
 
     p = sub.add_parser("train", help="train HSNet (flags mirror the official train.py)")
-    _add_data_args(p)
-    _add_model_args(p)
-    p.add_argument("--weights", default="imagenet", help="backbone init: imagenet | none | PATH")
-    p.add_argument("--bsz", type=int, default=20, help="episodes per step over all processes (paper: 20; COCO 40)")
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (paper: 1e-3)")
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--schedule", default="constant", choices=["constant", "cosine", "poly"])
-    p.add_argument("--niter", "--epochs", dest="niter", type=int, default=100, help="epochs")
-    p.add_argument("--max-steps-per-epoch", type=int, default=None)
-    p.add_argument("--shot", type=int, default=1, help="supports per training episode (paper: 1)")
-    p.add_argument("--eval-every", type=int, default=1, help="validate every N epochs")
-    p.add_argument("--val-episodes", type=int, default=None, help="validate on the first N val episodes")
-    p.add_argument("--amp", default="off", choices=["off", "bf16", "fp16"], help="mixed precision (fp16: CUDA)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--logpath", default="runs/hsnet", help="run folder (checkpoints, metrics.csv, tensorboard)")
-    p.add_argument("--resume", action="store_true", help="continue the run in LOGPATH from its last.pt")
-    p.add_argument("--overwrite", action="store_true", help="start afresh in a LOGPATH that holds a run")
+    add_config_args(p, TrainConfig)
     p.set_defaults(func=cmd_train)
 
+
+def _test_parser(sub) -> None:
+    from .backbone import BACKBONES
+    from .train_config import TrainConfig
+
     p = sub.add_parser("test", help="evaluate a checkpoint with the official protocol")
-    _add_data_args(p)
-    _add_model_args(p)
+    add_config_args(p, TrainConfig, only=DATA_FIELDS + MODEL_FIELDS)
+    p.add_argument("--backbone", default=None, choices=list(BACKBONES), help="default: inferred from the checkpoint")
     p.add_argument("--load", required=True, help="checkpoint: official best_model.pt or hsnet's best.pt/last.pt")
     p.add_argument("--nshot", type=int, default=1)
     p.add_argument("--bsz", type=int, default=1)
@@ -232,9 +215,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="write the result row to this CSV")
     p.set_defaults(func=cmd_test)
 
+
+def _segment_parser(sub) -> None:
+    from .backbone import BACKBONES
+
     p = sub.add_parser("segment", help="segment your own query image from K support images and masks")
     p.add_argument("--load", required=True, help="checkpoint: official best_model.pt or hsnet's best.pt")
-    p.add_argument("--backbone", default=None, choices=["resnet50", "resnet101", "vgg16"], help="default: inferred")
+    p.add_argument("--backbone", default=None, choices=list(BACKBONES), help="default: inferred from the checkpoint")
     p.add_argument("--query", required=True, help="query image (JPEG/PNG)")
     p.add_argument("--support", action="append", required=True, help="support image; repeat for K shots")
     p.add_argument("--mask", action="append", required=True, help="support mask (white = object), one per --support")
@@ -242,6 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="pred.png", help="overlay PNG; the mask goes beside it as *_mask.png")
     p.set_defaults(func=cmd_segment)
 
+
+def _data_parsers(sub) -> None:
     p = sub.add_parser("prepare", help="build dataset layouts (SegmentationClassAug, COCO masks) or check a root")
     psub = p.add_subparsers(dest="what", required=True, parser_class=OneLineErrors)
     q = psub.add_parser("pascal", help="VOC2012 + SBD -> VOC2012/SegmentationClassAug")
@@ -255,12 +244,16 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("root")
     p.set_defaults(func=cmd_prepare)
 
-    p = sub.add_parser("splits", help="download or verify the official split files")
+    p = sub.add_parser(
+        "splits", help="download or verify the official split files (verify: status 1 if one is missing)"
+    )
     p.add_argument("action", choices=["download", "verify"])
     p.add_argument("--dir", default=None, help="splits folder (default: ~/.cache/hsnetlib/splits)")
     p.set_defaults(func=cmd_splits)
 
-    p = sub.add_parser("demo", help="train and evaluate on the toy benchmark (CPU, about 10 minutes)")
+
+def _demo_parser(sub) -> None:
+    p = sub.add_parser("demo", help="train and evaluate on the toy benchmark (CPU, minutes)")
     p.add_argument("--out", default="demo_out", help="folder for results.csv and predictions.png")
     p.add_argument("--steps", type=int, default=None, help="training steps (default: the demo's budget)")
     p.add_argument("--img-size", type=int, default=None)
@@ -268,33 +261,56 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("bench", help="measure kernels (Table 4) or inference latency")
-    p.add_argument("what", choices=["kernels", "inference"])
-    p.add_argument("--backbone", default="resnet101")
-    p.add_argument("--backbones", nargs="+", default=["resnet50"])
-    p.add_argument("--img-size", type=int, default=None)
-    p.add_argument("--repeats", type=int, default=3)
+
+def _bench_parser(sub) -> None:
+    from .backbone import BACKBONES
+    from .profile import MASK_KINDS
+    from .train_config import AMP_MODES
+
+    p = sub.add_parser("bench", help="measure kernels (Table 4), inference latency or training steps")
+    p.add_argument("what", choices=["kernels", "inference", "training"])
+    p.add_argument("--backbone", default=None, choices=list(BACKBONES), help="kernels: resnet101; training: resnet50")
+    p.add_argument("--backbones", nargs="+", default=["resnet50"], choices=list(BACKBONES), help="inference")
+    p.add_argument("--img-size", type=int, default=None, help="kernels / inference (default: 400)")
+    p.add_argument("--repeats", type=int, default=3, help="timed rounds (median), after one warm-up round")
     p.add_argument("--batch", type=int, default=1, help="episodes per call (inference)")
     p.add_argument("--shots", type=int, nargs="+", default=[1, 5], help="K values (inference)")
     p.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    p.add_argument(
+        "--masks",
+        type=_mask_kinds,
+        default=None,
+        help=f"support-mask kinds, comma-separated, of {','.join(MASK_KINDS)} "
+        f"(default: all three for inference, box,scattered for training)",
+    )
+    p.add_argument("--settings", nargs="+", type=_setting, default=[(400, 2), (128, 8)], help="training: SIZExBATCH")
+    p.add_argument("--amp", default="off", choices=list(AMP_MODES), help="training: add the fused path under AMP")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default=None, help="also write the table to this CSV")
     p.set_defaults(func=cmd_bench)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineErrors(prog="hsnet", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"hsnetlib {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineErrors)
+    for add in (_train_parser, _test_parser, _segment_parser, _data_parsers, _demo_parser, _bench_parser):
+        add(sub)
     return parser
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
-    except (ValueError, FileNotFoundError, RuntimeError, OSError) as err:
+        status = args.func(args)
+    except (ValueError, OSError) as err:  # bad input (HSNetError and checks) or files: one line; bugs keep their trace
         message = " ".join(str(err).split())  # one line
         print(f"hsnet: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("hsnet: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":

@@ -85,6 +85,22 @@ def correlation(query_feat: torch.Tensor, support_feat: torch.Tensor, eps: float
     return corr.view(B, Ha, Wa, Hb, Wb)
 
 
+def pyramid_groups(query_feats: Sequence, support_feats: Sequence, pyramid_sizes: Sequence[int]):
+    """Split per-layer features (shallow to deep) into pyramid levels, deepest first:
+    -> [(query feats of level p, support feats of level p)] for p = 3, 2, 1.
+
+    pyramid_sizes: how many layers each level holds, deepest first (ResNet-50: (3, 6, 4) = layer4,
+    layer3, layer2); they must sum to the number of features.
+    """
+    if len(query_feats) != sum(pyramid_sizes) or len(support_feats) != len(query_feats):
+        raise ValueError(
+            f"expected {sum(pyramid_sizes)} query and support feature maps for pyramid {tuple(pyramid_sizes)}, "
+            f"got {len(query_feats)} and {len(support_feats)}"
+        )
+    ends = [sum(pyramid_sizes[i:]) for i in range(len(pyramid_sizes))]  # the deepest group sits at the end
+    return [(query_feats[e - n : e], support_feats[e - n : e]) for e, n in zip(ends, pyramid_sizes)]
+
+
 def hypercorrelation(
     query_feats: Sequence[torch.Tensor],
     support_feats: Sequence[torch.Tensor],
@@ -98,14 +114,9 @@ def hypercorrelation(
         (ResNet50: (3, 6, 4) = layer4, layer3, layer2), summing to L.
     Returns ``[C_3, C_2, C_1]`` (deepest first), each (B, |L_p|, Ha_p, Wa_p, Hb_p, Wb_p).
     """
-    if len(query_feats) != sum(pyramid_sizes) or len(support_feats) != len(query_feats):
-        raise ValueError(
-            f"expected {sum(pyramid_sizes)} query and support feature maps for pyramid {tuple(pyramid_sizes)}, "
-            f"got {len(query_feats)} and {len(support_feats)}"
-        )
-    pyramid, end = [], len(query_feats)
-    for size in pyramid_sizes:  # deepest group sits at the end of the list
-        qs, ss = query_feats[end - size : end], support_feats[end - size : end]
+    pyramid = []
+    for qs, ss in pyramid_groups(query_feats, support_feats, pyramid_sizes):
+        size = len(qs)
         if len({f.shape[1] for f in qs}) == 1:
             # one batched correlation for the whole level: no copy of the (large) correlations
             B, _, Ha, Wa = qs[0].shape
@@ -115,5 +126,4 @@ def hypercorrelation(
             pyramid.append(corr.view(B, size, *corr.shape[1:]))  # (B, |L_p|, Ha, Wa, Hb, Wb)
         else:
             pyramid.append(torch.stack([correlation(q, s, eps) for q, s in zip(qs, ss)], dim=1))
-        end -= size
     return pyramid

@@ -64,6 +64,37 @@ def demo_recipe(steps: int | None, img_size: int | None) -> ToyRecipe:
     return recipe
 
 
+def train_demo_model(out: Path, recipe: ToyRecipe, weights, progress: bool):
+    """Train on the toy benchmark's fold 0 into ``out/run``; -> the model with its best weights, the result."""
+    config = toy_config(
+        out / "run", recipe, weights, num_workers=0 if smoke() else 1, progress=progress, overwrite=True
+    )
+    result = train(config)
+    model = result.model
+    model.load_state_dict(load_checkpoint_file(out / "run" / "best.pt")["model"])
+    return model, result
+
+
+def evaluate_demo(model, recipe: ToyRecipe, episodes: int, progress: bool, out: Path) -> pd.DataFrame:
+    """HSNet and the two training-free baselines, 1- and 5-shot, on the same test episodes;
+    draws the first four 1-shot episodes into ``out/predictions.png``."""
+    baseline = CorrelationBaseline("resnet50", net=model.backbone)
+    rows = []
+    for shot in (1, 5):
+        test = make_benchmark("toy", fold=0, split="test", shot=shot, img_size=recipe.img_size, num_episodes=episodes)
+        for name, predictor in (
+            ("HSNet", model),
+            ("correlation threshold", baseline),
+            ("all foreground", AllForeground()),
+        ):
+            r = evaluate(predictor, test, batch_size=recipe.batch_size, progress=progress)
+            rows.append(r.row(method=name, episodes=r.episodes))
+        if shot == 1:
+            fig = episode_grid(prediction_rows(model, test), "HSNet on unseen toy classes (1-shot)")
+            fig.savefig(out / "predictions.png", dpi=80)
+    return pd.concat(rows, ignore_index=True)[["method", "benchmark", "fold", "shot", "miou", "fb_iou", "episodes"]]
+
+
 def run_demo(out="demo_out", steps=None, img_size=None, episodes=None, seed=0, progress=True) -> pd.DataFrame:
     """Train + evaluate on the toy benchmark; returns the results table (also in ``out/results.csv``)."""
     t0 = time.time()
@@ -79,30 +110,9 @@ def run_demo(out="demo_out", steps=None, img_size=None, episodes=None, seed=0, p
         f"{recipe.steps} training steps of {recipe.batch_size} episodes; {episodes} test episodes/shot"
     )
     torch.manual_seed(seed)
-    config = toy_config(
-        out / "run", recipe, weights, num_workers=0 if smoke() else 1, progress=progress, overwrite=True
-    )
-    result = train(config)
-    model = result.model
-    model.load_state_dict(load_checkpoint_file(out / "run" / "best.pt")["model"])
-    img_size = recipe.img_size
+    model, result = train_demo_model(out, recipe, weights, progress)
     print(f"trained in {time.time() - t0:.0f} s; best val mIoU {result.best_miou:.1f} (epoch {result.best_epoch})")
-
-    baseline = CorrelationBaseline("resnet50", net=model.backbone)
-    rows = []
-    for shot in (1, 5):
-        test = make_benchmark("toy", fold=0, split="test", shot=shot, img_size=img_size, num_episodes=episodes)
-        for name, predictor in (
-            ("HSNet", model),
-            ("correlation threshold", baseline),
-            ("all foreground", AllForeground()),
-        ):
-            r = evaluate(predictor, test, batch_size=recipe.batch_size, progress=progress)
-            rows.append(r.row(method=name, episodes=r.episodes))
-        if shot == 1:
-            fig = episode_grid(prediction_rows(model, test), "HSNet on unseen toy classes (1-shot)")
-            fig.savefig(out / "predictions.png", dpi=80)
-    table = pd.concat(rows, ignore_index=True)[["method", "benchmark", "fold", "shot", "miou", "fb_iou", "episodes"]]
+    table = evaluate_demo(model, recipe, episodes, progress, out)
     table.to_csv(out / "results.csv", index=False)
     print(table.to_string(index=False))
     print(

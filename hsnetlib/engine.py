@@ -37,71 +37,18 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .backbone import recalibrate_batchnorm
-from .checkpoint import load_checkpoint_file, save_atomic, write_text_atomic
+from .checkpoint import check_compatible, load_checkpoint_file, save_atomic, write_text_atomic
 from .data import make_benchmark
+from .errors import HSNetError
 from .evaluation import evaluate, resolve_device
 from .metrics import IoUMeter, intersection_union
 from .model import HSNet
+from .train_config import RESUMABLE, TrainConfig
 
-
-@dataclass
-class TrainConfig:
-    benchmark: str = "pascal"  # pascal | coco | fss | toy
-    datapath: str | None = None  # folder holding VOC2012/, COCO2014/, FSS-1000/ (None: $HSNET_DATA)
-    fold: int = 0  # held-out fold (its classes are never seen in training)
-    backbone: str = "resnet101"  # resnet50 | resnet101 | vgg16
-    kernel: str = "center-pivot"  # 4D kernel: center-pivot | full | separable
-    weights: str | None = "imagenet"  # backbone init: "imagenet", None (random) or a local file
-    use_support_mask: bool = True  # False trains HSNet† (no support feature masking)
-    feature_layers: str = "all"  # ablation: "last" correlates only the last layer of each pyramid level
-    pyramid_levels: int = 3  # ablation: 1 keeps only the deepest level
-    recalibrate_bn: int = 0  # random backbone only: re-estimate BatchNorm stats on N training batches (0: off)
-    shot: int = 1  # supports per training episode (the paper trains 1-shot)
-    img_size: int = 400  # square input size
-    batch_size: int = 20  # episodes per step (paper: 20 PASCAL/FSS, 40 COCO), over all processes
-    lr: float = 1e-3  # Adam learning rate (paper: 1e-3)
-    weight_decay: float = 0.0  # Adam weight decay (paper: none)
-    schedule: str = "constant"  # lr schedule per step: constant | cosine | poly (power 0.9)
-    epochs: int = 100  # training epochs
-    max_steps_per_epoch: int | None = None  # cap the steps of an epoch (quick runs, demo)
-    eval_every: int = 1  # validate every N epochs (and after the last)
-    val_episodes: int | None = None  # validate on the first N val episodes only (None: all)
-    num_workers: int = 0  # DataLoader workers
-    device: str = "auto"  # auto | cpu | cuda | cuda:1 ...
-    amp: str = "off"  # off | bf16 (CPU or CUDA) | fp16 (CUDA, with GradScaler)
-    seed: int = 0  # seeds init, episodes and shuffling
-    logdir: str = "runs/hsnet"  # run folder: config.json, metrics.csv, last.pt, best.pt, tensorboard
-    resume: bool = False  # continue the run in logdir from its last.pt (same configuration, see RESUMABLE)
-    overwrite: bool = False  # start afresh in a non-empty logdir, deleting its run files
-    progress: bool = True  # tqdm progress bars
-    splits_dir: str | None = None  # split files folder (None: the cache)
-
-    def validate(self) -> None:
-        if self.amp not in ("off", "bf16", "fp16"):
-            raise ValueError(f"amp must be 'off', 'bf16' or 'fp16', got {self.amp!r}")
-        if self.schedule not in ("constant", "cosine", "poly"):
-            raise ValueError(f"schedule must be 'constant', 'cosine' or 'poly', got {self.schedule!r}")
-        if self.recalibrate_bn and self.weights is not None:
-            raise ValueError("recalibrate_bn is for a random backbone (weights=None); ImageNet statistics are kept")
-        for name in ("batch_size", "epochs", "eval_every", "img_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("max_steps_per_epoch", "val_episodes"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1 or None (no limit), got {getattr(self, name)}")
-        if self.shot != 1:
-            raise ValueError(
-                f"shot={self.shot}: training uses 1-shot episodes, as the paper does; K shots are an evaluation "
-                f"setting (hsnet test --nshot K, evaluate on a shot=K benchmark)"
-            )
-
-
-# Fields a resumed run may change: where things are and how they run, never what is trained.
-RESUMABLE = ("epochs", "datapath", "splits_dir", "num_workers", "device", "progress", "logdir", "resume", "overwrite")
 RUN_FILES = ("config.json", "metrics.csv", "last.pt", "best.pt")
 
 
-class RunFolderError(ValueError):
+class RunFolderError(HSNetError):
     """A run folder that cannot be used as asked (it would lose or mix results)."""
 
 
@@ -114,8 +61,6 @@ def prepare_run_folder(config: TrainConfig, write: bool = True) -> dict | None:
     process may change the folder; in distributed runs only rank 0 does).
     """
     logdir = Path(config.logdir)
-    if not str(config.logdir).strip():
-        raise RunFolderError("logdir is empty; give a run folder, e.g. runs/pascal-fold0")
     for tmp in logdir.glob("*.tmp") if write and logdir.is_dir() else ():
         tmp.unlink()
     if config.resume:
@@ -136,15 +81,15 @@ def prepare_run_folder(config: TrainConfig, write: bool = True) -> dict | None:
                 f"Only {', '.join(RESUMABLE[:5])} may change; start a new run in another folder"
             )
         return ckpt
-    existing = [name for name in RUN_FILES if (logdir / name).exists()]
+    existing = [name for name in RUN_FILES[1:] if (logdir / name).exists()]  # config.json alone: nothing computed yet
     if existing and not config.overwrite:
         raise RunFolderError(
             f"run folder {logdir} already holds a run ({', '.join(existing)}); "
             f"continue it with resume=True (hsnet train --resume), start afresh with overwrite=True (--overwrite), "
             f"or choose another folder"
         )
-    for name in existing if write else ():
-        (logdir / name).unlink()
+    for name in RUN_FILES if write else ():
+        (logdir / name).unlink(missing_ok=True)
     return None
 
 
@@ -296,6 +241,68 @@ def _tensorboard(logdir: Path):
     return SummaryWriter(str(logdir / "tensorboard"))
 
 
+def _build(config: TrainConfig, device):
+    """The datasets, model, Adam, lr schedule and (fp16) GradScaler a run needs."""
+    common = dict(root=config.datapath, fold=config.fold, img_size=config.img_size, splits_dir=config.splits_dir)
+    if config.benchmark != "toy":
+        common["verify_splits"] = config.verify_splits
+    train_set = make_benchmark(config.benchmark, split="trn", shot=config.shot, seed=config.seed, **common)
+    val_set = make_benchmark(config.benchmark, split="val", shot=1, **common)
+    model = HSNet(
+        config.backbone,
+        config.kernel,
+        config.weights,
+        config.use_support_mask,
+        feature_layers=config.feature_layers,
+        pyramid_levels=config.pyramid_levels,
+    ).to(device)
+    optimizer = torch.optim.Adam(model.hpn_learner.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
+    if config.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
+    scheduler = make_scheduler(optimizer, config.schedule, steps_per_epoch * config.epochs)
+    scaler = torch.amp.GradScaler("cuda") if config.amp == "fp16" else None
+    return train_set, val_set, model, optimizer, scheduler, scaler
+
+
+def _restore(ckpt: dict, path: Path, model, optimizer, scheduler, scaler) -> tuple[int, float, int, list[dict]]:
+    """Load a run's last.pt into the training objects; -> (next epoch, best mIoU, best epoch, metric rows)."""
+    check_compatible(model, ckpt["model"], path)
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    if scaler is not None and ckpt.get("scaler"):
+        scaler.load_state_dict(ckpt["scaler"])
+    set_rng_state(ckpt["rng"])
+    return ckpt["epoch"] + 1, ckpt["best_miou"], ckpt["best_epoch"], list(ckpt.get("history", []))
+
+
+def _checkpoint(config, model, optimizer, scheduler, scaler, epoch, best_miou, best_epoch, history) -> dict:
+    """Everything :func:`train` needs to continue exactly after ``epoch``."""
+    return {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict() if scaler else None,
+        "epoch": epoch,
+        "best_miou": best_miou,
+        "best_epoch": best_epoch,
+        "config": asdict(config),
+        "rng": rng_state(),
+        "history": history,  # metrics.csv is rewritten from this: the two always agree
+        "version": __version__,
+    }
+
+
+def _log_epoch(logdir: Path, rows: list[dict], writer) -> None:
+    """metrics.csv (atomically, from all rows) and the last row's TensorBoard scalars."""
+    _write_metrics(logdir / "metrics.csv", rows)
+    if writer is not None:
+        for key, value in rows[-1].items():
+            if key != "epoch" and value == value:  # skip NaN
+                writer.add_scalar(key, value, rows[-1]["epoch"])
+
+
 def train(config: TrainConfig) -> TrainResult:
     """Train HSNet as ``config`` says; returns the best val mIoU and the per-epoch history."""
     config.validate()
@@ -308,43 +315,19 @@ def train(config: TrainConfig) -> TrainResult:
     rank, world = _world()
     logdir = Path(config.logdir)
     seed_everything(config.seed)
-
-    common = dict(root=config.datapath, fold=config.fold, img_size=config.img_size, splits_dir=config.splits_dir)
-    train_set = make_benchmark(config.benchmark, split="trn", shot=config.shot, seed=config.seed, **common)
-    val_set = make_benchmark(config.benchmark, split="val", shot=1, **common)
-    model = HSNet(
-        config.backbone,
-        config.kernel,
-        config.weights,
-        config.use_support_mask,
-        feature_layers=config.feature_layers,
-        pyramid_levels=config.pyramid_levels,
-    ).to(device)
-    learner = model.hpn_learner
-    optimizer = torch.optim.Adam(learner.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
-    if config.max_steps_per_epoch:
-        steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
-    scheduler = make_scheduler(optimizer, config.schedule, steps_per_epoch * config.epochs)
-    scaler = torch.amp.GradScaler("cuda") if config.amp == "fp16" else None
+    train_set, val_set, model, optimizer, scheduler, scaler = _build(config, device)
     start_epoch, best_miou, best_epoch, rows = 0, -1.0, -1, []
 
     ckpt = prepare_run_folder(config, write=rank == 0)
-    if config.recalibrate_bn and ckpt is None:  # identical on every rank: same seeded batches
+    if ckpt is not None:  # resume: the saved BatchNorm statistics replace any recalibration
+        start_epoch, best_miou, best_epoch, rows = _restore(
+            ckpt, logdir / "last.pt", model, optimizer, scheduler, scaler
+        )
+    elif config.recalibrate_bn:  # identical on every rank: same seeded batches
         loader = train_loader(train_set, config.batch_size, 10**6, config.seed, config.num_workers, (0, 1))
-        queries = (b["query_img"].to(device) for _, b in zip(range(config.recalibrate_bn), loader))
-        recalibrate_batchnorm(model.backbone, queries)
-
-    if ckpt is not None:  # resume: the saved statistics replace any recalibration
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        if scaler is not None and ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        set_rng_state(ckpt["rng"])
-        start_epoch, best_miou, best_epoch = ckpt["epoch"] + 1, ckpt["best_miou"], ckpt["best_epoch"]
-        rows = list(ckpt.get("history", []))
-
+        recalibrate_batchnorm(
+            model.backbone, (b["query_img"].to(device) for _, b in zip(range(config.recalibrate_bn), loader))
+        )
     net = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(
@@ -395,27 +378,11 @@ def train(config: TrainConfig) -> TrainResult:
             if result.miou > best_miou:
                 best_miou, best_epoch = result.miou, epoch
         if rank == 0:
-            ckpt = {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict() if scaler else None,
-                "epoch": epoch,
-                "best_miou": best_miou,
-                "best_epoch": best_epoch,
-                "config": asdict(config),
-                "rng": rng_state(),
-                "history": rows + [row],  # metrics.csv is rewritten from this: the two always agree
-                "version": __version__,
-            }
+            ckpt = _checkpoint(config, model, optimizer, scheduler, scaler, epoch, best_miou, best_epoch, rows + [row])
             # best.pt first (a hard link, no second copy), then last.pt: a crash in between redoes this epoch
             save_atomic(ckpt, logdir / "last.pt", also=[logdir / "best.pt"] if best_epoch == epoch else [])
             rows.append(row)
-            _write_metrics(logdir / "metrics.csv", rows)
-            if writer is not None:
-                for key, value in row.items():
-                    if key != "epoch" and value == value:  # skip NaN
-                        writer.add_scalar(key, value, epoch)
+            _log_epoch(logdir, rows, writer)
         if world > 1:
             dist.barrier()
     if writer is not None:

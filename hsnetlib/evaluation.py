@@ -64,6 +64,13 @@ def evaluate(
     shot = dataset.shot if shot is None else shot
     if shot != dataset.shot:
         raise ValueError(f"shot={shot} but the dataset draws {dataset.shot} supports; build it with shot={shot}")
+    if batch_size < 1 or num_workers < 0 or (max_episodes is not None and max_episodes < 1):
+        raise ValueError(
+            f"batch_size and max_episodes must be >= 1 (max_episodes None: all) and num_workers >= 0, "
+            f"got {batch_size}, {max_episodes}, {num_workers}"
+        )
+    if len(dataset) == 0:
+        raise ValueError(f"{dataset.benchmark} {dataset.split} has no episodes; check its split files")
     if dataset.use_original_imgsize and batch_size != 1:
         raise ValueError("use_original_imgsize evaluates each query at its own size: use batch_size=1")
     device = resolve_device(device)

@@ -40,7 +40,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .conv4d import CenterPivotConv4d
-from .correlation import EPS, resized_mask, unit_norm
+from .correlation import EPS, pyramid_groups, resized_mask, unit_norm
 
 
 def unit_query_features(query_feats: Sequence[torch.Tensor], dtype=torch.float32, eps: float = EPS):
@@ -103,20 +103,14 @@ def hypercorrelation_qm(
     windowed: False computes every support position with one batched product per layer (no
         per-item loop, no host synchronization: the CUDA choice); the result is the same.
     """
-    if len(query_units) != sum(pyramid_sizes) or len(support_feats) != len(query_units):
-        raise ValueError(
-            f"expected {sum(pyramid_sizes)} query and support feature maps for pyramid {tuple(pyramid_sizes)}, "
-            f"got {len(query_units)} and {len(support_feats)}"
-        )
-    pyramid, end = [], len(query_units)
-    for size in pyramid_sizes:  # the deepest group sits at the end of the lists
-        qs, ss = query_units[end - size : end], support_feats[end - size : end]
+    pyramid = []
+    for qs, ss in pyramid_groups(query_units, support_feats, pyramid_sizes):
+        size = len(qs)
         B, _, Ha, Wa = qs[0].shape
         N = Ha * Wa
         Hb, Wb = ss[0].shape[-2:]
         if not windowed:
             pyramid.append(SupportWindow(_dense_level(qs, ss, support_mask, dtype, eps), 0, 0, (Hb, Wb)))
-            end -= size
             continue
         top, bottom, left, right = 0, Hb, 0, Wb
         mask = None
@@ -146,7 +140,6 @@ def hypercorrelation_qm(
                     out[b, :, l].index_copy_(1, keep, corr)
         corr = out.view(B, Ha, Wa, size, h, w)  # (B, Ha, Wa, L, h, w)
         pyramid.append(SupportWindow(corr, top, left, (Hb, Wb)))
-        end -= size
     return pyramid
 
 

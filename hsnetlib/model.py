@@ -26,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import fastpath
-from .backbone import build_backbone, check_backbone_name, extract_features, inference_copy
+from .backbone import FoldedBackbone, build_backbone, check_backbone_name, extract_features
 from .checkpoint import check_compatible, infer_backbone, load_checkpoint_file, model_state_from
 from .conv4d import KERNELS
 from .correlation import hypercorrelation, mask_features
@@ -207,6 +207,7 @@ class HSNet(nn.Module):
         sizes = (1,) * 3 if feature_layers == "last" else spec.pyramid_sizes  # deepest first
         self.pyramid_sizes = sizes[:pyramid_levels]
         self.backbone = build_backbone(backbone, weights)
+        self.folded_backbone = FoldedBackbone(backbone)  # the fast path's backbone copy, built on first use
         self.hpn_learner = HPNLearner(self.pyramid_sizes, kernel)
 
     def train(self, mode: bool = True):
@@ -225,21 +226,13 @@ class HSNet(nn.Module):
 
     @torch.no_grad()
     def fast_features(self, img: torch.Tensor) -> list[torch.Tensor]:
-        """:meth:`features` through a copy of the backbone with BatchNorm folded into the convolutions
-        and channels-last weights (:func:`~hsnetlib.backbone.inference_copy`), built on first use
-        (one deepcopy) and kept beside the module, never in its state dict. The copy is keyed
-        on the backbone's tensors (storage, in-place version, device, dtype): changing, loading,
-        replacing or moving any of them rebuilds it. It holds no input-size assumption; it costs
-        the backbone's memory once more (ResNet-50: 97 MB; VGG-16: its 56 MB of conv layers).
-        Features come out channels-last."""
-        state = self.backbone.state_dict(keep_vars=True).values()
-        key = tuple((t.data_ptr(), t._version, t.device, t.dtype) for t in state)
-        cached = self.__dict__.get("_fast_backbone")
-        if cached is None or cached[0] != key:
-            cached = (key, inference_copy(self.backbone_name, self.backbone))
-            self.__dict__["_fast_backbone"] = cached  # not a submodule: no state-dict entries, no .to()
+        """:meth:`features` through ``self.folded_backbone``: a copy of the backbone with BatchNorm
+        folded into the convolutions and channels-last weights (:class:`~hsnetlib.backbone.FoldedBackbone`,
+        built on first use, rebuilt when the backbone changes; ``model.folded_backbone.clear()`` frees it).
+        Same features up to float rounding; they come out channels-last."""
+        net = self.folded_backbone.get(self.backbone)
         return self._select(
-            extract_features(self.backbone_name, cached[1], img.contiguous(memory_format=torch.channels_last))
+            extract_features(self.backbone_name, net, img.contiguous(memory_format=torch.channels_last))
         )
 
     @torch.no_grad()
@@ -359,7 +352,7 @@ class HSNet(nn.Module):
         Extra keyword arguments (``kernel``, ``use_support_mask``) go to the constructor.
         """
         state = model_state_from(load_checkpoint_file(path), path)
-        model = cls(backbone=backbone or infer_backbone(state), weights=None, **kwargs)
+        model = cls(backbone=backbone or infer_backbone(state, path), weights=None, **kwargs)
         check_compatible(model, state, path)
         model.load_state_dict(state, strict=True)
         return model.eval()

@@ -23,24 +23,22 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .correlation import EPS, mask_features, unit_norm
+from .correlation import EPS, mask_features, pyramid_groups, unit_norm
 from .model import HSNet, check_episode, vote_kshot
 
 
 def dense_level_correlations(query_feats, support_feats, pyramid_sizes) -> list[torch.Tensor]:
     """Eq. (2) for every layer and every support position, stacked per level, deepest first."""
-    corrs = []
-    for q, s in zip(query_feats, support_feats):
-        B, C, Ha, Wa = q.shape
-        Hb, Wb = s.shape[-2:]
-        q = q.reshape(B, C, -1)  # (B, C, Ha*Wa)
-        s = s.reshape(B, C, -1)  # (B, C, Hb*Wb)
-        q, s = unit_norm(q, 1, EPS), unit_norm(s, 1, EPS)
-        corrs.append(torch.bmm(q.transpose(1, 2), s).view(B, Ha, Wa, Hb, Wb).clamp(min=0))  # (B, Ha, Wa, Hb, Wb)
-    pyramid, end = [], len(corrs)
-    for size in pyramid_sizes:
-        pyramid.append(torch.stack(corrs[end - size : end]).transpose(0, 1).contiguous())  # (B, L, Ha, Wa, Hb, Wb)
-        end -= size
+    pyramid = []
+    for qs, ss in pyramid_groups(query_feats, support_feats, pyramid_sizes):
+        corrs = []
+        for q, s in zip(qs, ss):
+            B, C, Ha, Wa = q.shape
+            Hb, Wb = s.shape[-2:]
+            q = unit_norm(q.reshape(B, C, -1), 1, EPS)  # (B, C, Ha*Wa)
+            s = unit_norm(s.reshape(B, C, -1), 1, EPS)  # (B, C, Hb*Wb)
+            corrs.append(torch.bmm(q.transpose(1, 2), s).view(B, Ha, Wa, Hb, Wb).clamp(min=0))  # (B, Ha, Wa, Hb, Wb)
+        pyramid.append(torch.stack(corrs).transpose(0, 1).contiguous())  # (B, L, Ha, Wa, Hb, Wb), a copy
     return pyramid
 
 

@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from .errors import HSNetError
 from .evaluation import resolve_device
 from .model import HSNet
 from .official_style import official_style_predict
@@ -93,10 +94,7 @@ def learner_flops(model: HSNet, img_size: int) -> int:
     q, s, m = episode(img_size, device=next(model.parameters()).device)
     with torch.no_grad():
         pyramid = model.hypercorrelation(model.features(q), model.features(s[:, 0]), m[:, 0])
-        counter = FlopCounterMode(display=False)
-        with counter:
-            model.hpn_learner(pyramid)
-    return counter.get_total_flops()
+        return count_flops(model.hpn_learner, [pyramid])
 
 
 def time_predict(model: HSNet, inputs, repeats: int = 5, **kwargs) -> float:
@@ -145,6 +143,7 @@ def kernel_table(
 
     isolate: measure each kernel in a fresh process (CPU memory peaks need it).
     """
+    check_bench_args(repeats, img_size)
     dev = resolve_device(device)
     img_size = img_size or default_img_size(dev)
     args = [(k, backbone, img_size, repeats, str(dev)) for k in kernels]
@@ -239,14 +238,31 @@ def cuda_peak_mb(fn, inputs) -> float | None:
 
 
 def count_flops(fn, inputs) -> int:
+    """FLOPs (2 per multiply-add) of one ``fn(*inputs)``."""
     counter = FlopCounterMode(display=False)
     with counter:
         fn(*inputs)
     return counter.get_total_flops()
 
 
+def check_bench_args(repeats: int, img_size: int | None = None, batch: int = 1, shots=(1,)) -> None:
+    """Benchmark sizes must be positive: raise HSNetError naming the one that is not."""
+    for name, value in (("repeats", repeats), ("batch", batch), ("shots", min(shots, default=0))):
+        if value < 1:
+            raise HSNetError(f"{name} must be >= 1, got {value}")
+    if img_size is not None and img_size < 32:
+        raise HSNetError(f"img_size must be >= 32 (the backbone divides it by 32), got {img_size}")
+
+
 def inference_table(
-    backbones=("resnet50",), img_size=None, repeats=3, device="auto", shots=(1, 5), precisions=("fp32", "bf16"), batch=1
+    backbones=("resnet50",),
+    img_size=None,
+    repeats=3,
+    device="auto",
+    shots=(1, 5),
+    precisions=("fp32", "bf16"),
+    batch=1,
+    masks=MASK_KINDS,
 ) -> pd.DataFrame:
     """Per-episode latency of ``HSNet.predict`` (the fast path, fp32 and bf16) against two baselines
     timed in the same process, in fp32: ``official-style`` (the official code's computation,
@@ -255,7 +271,9 @@ def inference_table(
     ``mask_agreement_%`` (pixels with the same predicted label) are relative to official-style.
     ``img_size`` defaults to 400. On CUDA the table also
     gives the peak memory of one call (``cuda_peak_MB``, above what was allocated before it).
+    ``masks``: support-mask kinds (:func:`bench_masks`); the fast path's gain depends on them.
     """
+    check_bench_args(repeats, img_size, batch, shots)
     dev = resolve_device(device)
     img_size = img_size or 400
     peak = {p: gemm_peak_gflops(torch.float32 if p == "fp32" else torch.bfloat16, device=dev) for p in precisions}
@@ -270,8 +288,8 @@ def inference_table(
         }
         for precision in precisions:
             paths[("fused", precision)] = lambda *x, m=model, p=precision: m.predict(*x, precision=p)
-        for shot in shots:
-            inputs = episode(img_size, shot, batch, dev)
+        for shot, mask in [(k, m) for m in masks for k in shots]:
+            inputs = episode(img_size, shot, batch, dev, mask=mask)
             seconds = time_paths({key: partial(fn, *inputs) for key, fn in paths.items()}, repeats, dev)
             base = seconds[("official-style", "fp32")]
             base_mask = paths[("official-style", "fp32")](*inputs)
@@ -280,6 +298,7 @@ def inference_table(
                 row = _row(
                     backbone, shot, path, precision, seconds[(path, precision)], flops, base, peak[precision], memory
                 )
+                row["mask"] = mask
                 row["mask_agreement_%"] = 100 * (fn(*inputs) == base_mask).float().mean().item()  # vs official-style
                 rows.append(row)
     table = pd.DataFrame(rows)

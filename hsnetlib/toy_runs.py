@@ -24,6 +24,7 @@ from pathlib import Path
 from .backbone import build_backbone, imagenet_weights_available
 from .checkpoint import load_checkpoint_file
 from .engine import TrainConfig, TrainResult, train
+from .errors import WeightsError
 from .model import HSNet
 
 
@@ -60,7 +61,7 @@ def backbone_weights(backbone: str = "resnet50", download: bool = True) -> tuple
             with contextlib.redirect_stderr(quiet), contextlib.redirect_stdout(quiet):  # torch.hub's messages
                 build_backbone(backbone, "imagenet")
             return "imagenet", "backbone weights: ImageNet (torchvision IMAGENET1K_V1, downloaded)"
-        except RuntimeError:  # offline: build_backbone says how to get the file
+        except WeightsError:  # offline: build_backbone says how to get the file
             pass
     return None, (
         "backbone weights: RANDOM (no ImageNet file on disk and no download possible); "

@@ -30,10 +30,12 @@ import torch
 import torch.nn.functional as F
 
 from .engine import autocast
+from .errors import HSNetError
 from .evaluation import resolve_device
 from .model import HSNet
 from .official_style import official_style_logits
-from .profile import cuda_peak_mb, episode, time_paths
+from .profile import check_bench_args, cuda_peak_mb, episode, time_paths
+from .train_config import AMP_MODES
 
 SETTINGS = ((400, 2), (128, 8))  # (img_size, batch): the paper's size, and the demo's
 PATHS = ("official-style", "fused")
@@ -97,6 +99,10 @@ def training_table(
     """ms per step, episodes/s, peak memory and speed-up over official-style for every
     (img_size, batch) in ``settings`` and support-mask kind in ``masks``; ``amp`` adds a row of
     the fused path under that autocast (bf16 | fp16), the baselines staying fp32."""
+    for img_size, batch in settings:
+        check_bench_args(repeats, img_size, batch)
+    if amp not in AMP_MODES:
+        raise HSNetError(f"amp must be one of {list(AMP_MODES)}, got {amp!r}")
     dev = resolve_device(device)
     torch.manual_seed(0)
     base = HSNet(backbone).to(dev)

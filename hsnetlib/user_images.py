@@ -23,11 +23,12 @@ from PIL import Image, UnidentifiedImageError
 from torchvision import transforms
 
 from .data.episodes import IMAGENET_MEAN, IMAGENET_STD, image_transform, resize_mask
+from .errors import HSNetError
 
 Source = str | os.PathLike | bytes  # a file path or the file's bytes
 
 
-class UserImageError(ValueError):
+class UserImageError(HSNetError):
     """An image or mask given by the user cannot be used; the message says which one and why."""
 
 

@@ -8,6 +8,7 @@ import torchvision.models as tvm
 
 from hsnetlib import HSNet
 from hsnetlib.backbone import extract_features
+from hsnetlib.errors import WeightsError
 from hsnetlib.model import vote_kshot
 
 SPEC = json.loads((Path(__file__).parent / "data" / "learner_spec.json").read_text())
@@ -144,12 +145,13 @@ def test_backbone_weights_from_local_file(tmp_path):
         HSNet("resnet50", weights=tmp_path / "missing.pth")
 
 
-def test_imagenet_weights_offline_gives_clear_error(monkeypatch):
-    def offline(self, *args, **kwargs):
+def test_imagenet_weights_offline_gives_clear_error(monkeypatch, tmp_path):
+    def offline(*args, **kwargs):
         raise urllib.error.URLError("no network")
 
-    monkeypatch.setattr(tvm.WeightsEnum, "get_state_dict", offline)
-    with pytest.raises(RuntimeError, match="could not download ImageNet weights for resnet50.*weights=None"):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(WeightsError, match="could not download ImageNet weights for resnet50.*weights=None"):
         HSNet("resnet50", weights="imagenet")
 
 

@@ -20,6 +20,7 @@ from .episodes import (
     DatasetError,
     Episode,
     OfficialSplitDataset,
+    check_classes_listed,
     draw,
     draw_supports,
     open_label_map,
@@ -45,6 +46,7 @@ class CocoDataset(OfficialSplitDataset):
         self.class_ids = fold_classes if self.is_eval else [c for c in range(80) if c not in fold_classes]
         kind = "val" if self.is_eval else "trn"
         self.classwise = read_coco_split(self.split_file(f"coco/{kind}/fold{fold}.pkl"))
+        check_classes_listed(self.classwise, self.class_ids, f"coco/{kind}/fold{fold}.pkl")
         self.metadata = sorted({name for names in self.classwise.values() for name in names})
         self._finish_init()
 

@@ -21,6 +21,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import transforms
 
+from ..errors import HSNetError
 from .splits import split_path
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -29,7 +30,7 @@ EVAL_SPLITS = ("val", "test")
 NUM_EVAL_EPISODES = 1000  # PASCAL-5i and COCO-20i test on 1000 episodes
 
 
-class DatasetError(ValueError):
+class DatasetError(HSNetError):
     """Dataset files missing or malformed; the message names the path and the fix."""
 
 
@@ -147,9 +148,16 @@ class EpisodicDataset(Dataset):
         return self.train_episode(np.random.RandomState([self.seed, self.epoch, i]), i)
 
     # -- items ----------------------------------------------------------------------------
-    def load_mask(self, name: str, class_id: int, size: tuple[int, int] | None):
-        """-> (binary mask, ignore mask), float (H, W), resized to ``size`` (nearest) unless None."""
+    def load_mask(self, name: str, class_id: int, size: tuple[int, int] | None, image: Image.Image):
+        """-> (binary mask, ignore mask), float (H, W), resized to ``size`` (nearest) unless None.
+        The mask must have the size of ``image`` (the file it annotates)."""
         label, ignore = self.read_mask(name, class_id)  # (H, W) each: {0,1} target and {0,1} ignore
+        if tuple(label.shape[:2]) != (image.height, image.width):
+            raise DatasetError(
+                f"the mask of {name} is {label.shape[1]}x{label.shape[0]} (w x h) but its image is "
+                f"{image.width}x{image.height}; a mask must annotate its image pixel for pixel: re-create it "
+                f"(`hsnet prepare`) or re-extract the image"
+            )
         both = torch.stack([torch.as_tensor(label), torch.as_tensor(ignore)]).float()  # (2, H, W)
         if size is not None:
             both = F.interpolate(both[None], size, mode="nearest")[0]
@@ -161,10 +169,13 @@ class EpisodicDataset(Dataset):
         query = self.read_image(ep.query_name)
         org_size = (query.height, query.width)
         query_mask, query_ignore = self.load_mask(
-            ep.query_name, ep.class_id, None if self.use_original_imgsize else size
+            ep.query_name, ep.class_id, None if self.use_original_imgsize else size, query
         )
-        support_imgs = torch.stack([self.transform(self.read_image(n)) for n in ep.support_names])  # (K, 3, s, s)
-        support_masks = torch.stack([self.load_mask(n, ep.class_id, size)[0] for n in ep.support_names])  # (K, s, s)
+        supports = [self.read_image(n) for n in ep.support_names]
+        support_imgs = torch.stack([self.transform(img) for img in supports])  # (K, 3, s, s)
+        support_masks = torch.stack(
+            [self.load_mask(n, ep.class_id, size, img)[0] for n, img in zip(ep.support_names, supports)]
+        )  # (K, s, s)
         return {
             "query_img": self.transform(query),  # (3, s, s)
             "query_mask": query_mask,  # (s, s), or original (H, W) with use_original_imgsize
@@ -192,6 +203,16 @@ class EpisodicDataset(Dataset):
 
     def read_mask(self, name: str, class_id: int):
         raise NotImplementedError
+
+
+def check_classes_listed(classwise: dict, class_ids, split_files: str) -> None:
+    """Every class the fold uses must have images in the split files (custom splits may miss some)."""
+    missing = [c for c in class_ids if not classwise.get(c)]
+    if missing:
+        raise DatasetError(
+            f"{split_files} list no image of classes {missing} (0-based), which this fold uses; "
+            f"complete the custom split files or use the official ones (`hsnet splits download`)"
+        )
 
 
 class OfficialSplitDataset(EpisodicDataset):

@@ -15,7 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .episodes import DatasetError, OfficialSplitDataset, PascalProtocol, open_label_map, open_rgb
+from .episodes import (
+    DatasetError,
+    OfficialSplitDataset,
+    PascalProtocol,
+    open_label_map,
+    open_rgb,
+)
 from .splits import read_pascal_split
 
 IGNORE_LABEL = 255
@@ -53,6 +59,11 @@ class PascalDataset(PascalProtocol, OfficialSplitDataset):
     def read_mask(self, name, class_id):
         path = self.ann_dir / f"{name}.png"
         label = open_label_map(path)
+        if label.ndim != 2:
+            raise DatasetError(
+                f"mask {path} has shape {label.shape}: an RGB colour mask; expected a single-channel map of class "
+                f"indices 0..20 and 255 (boundary). Rebuild SegmentationClassAug with `hsnet prepare pascal`"
+            )
         bad = np.setdiff1d(np.unique(label), [*range(21), IGNORE_LABEL])
         if bad.size:
             raise DatasetError(

@@ -133,6 +133,10 @@ def prepare_coco(
 def check_root(root: str | os.PathLike) -> list[dict]:
     """What is present under a data root, per benchmark, and what to run for what is missing."""
     root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(
+            f"data root {root} does not exist or is not a folder; create it and put the datasets in it (README)"
+        )
     voc, coco, fss = root / "VOC2012", root / "COCO2014", root / "FSS-1000"
 
     def count(folder: Path, pattern: str) -> int:

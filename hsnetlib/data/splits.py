@@ -23,6 +23,7 @@ import urllib.request
 from pathlib import Path
 
 from ..config import cache_dir
+from ..errors import HSNetError
 
 SPLITS_COMMIT = "6b1bc12"
 SPLITS_URL = "https://raw.githubusercontent.com/juhongm999/hsnet/{commit}/data/splits/{name}"
@@ -50,7 +51,7 @@ SPLIT_SHA256 = {
 }
 
 
-class SplitFileError(RuntimeError):
+class SplitFileError(HSNetError):
     """A split file is missing, cannot be downloaded, or fails verification."""
 
 
@@ -107,12 +108,14 @@ def split_path(
         return download_split(name, splits_dir)
     if verify:
         if name not in SPLIT_SHA256:
-            raise SplitFileError(f"{name} is not an official split file; pass verify_splits=False to use it")
+            raise SplitFileError(
+                f"{name} is not an official split file; pass verify_splits=False (hsnet --no-verify-splits) to use it"
+            )
         digest = sha256(target)
         if digest != SPLIT_SHA256[name]:
             raise SplitFileError(
                 f"{target} has SHA-256 {digest}, expected {SPLIT_SHA256[name]} (official, commit {SPLITS_COMMIT}); "
-                f"delete it to download again, or pass verify_splits=False for a custom split"
+                f"delete it to download again, or for a custom split pass verify_splits=False (--no-verify-splits)"
             )
     return target
 
@@ -124,6 +127,23 @@ class _DataOnlyUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"split pickle refers to {module}.{name}; only dict/list/int/str are allowed")
 
 
+def relative_name(name: str, where: str) -> str:
+    """A file or folder name from a split file, checked to stay inside the dataset root: relative,
+    no ``..`` part, no backslash, not empty (``where`` names the file and line for the message)."""
+    if not name or name.startswith("/") or "\\" in name or ".." in name.split("/"):
+        raise SplitFileError(
+            f"{where}: {name!r} is not a path inside the dataset root; split files list names relative to "
+            f"it (e.g. 2007_000032, train2014/COCO_train2014_000000000009.jpg, ab_wheel)"
+        )
+    return name
+
+
+def _nonempty(items, path: Path):
+    if not items:
+        raise SplitFileError(f"{path} lists nothing; a split file needs at least one entry (see the README, Datasets)")
+    return items
+
+
 def read_pascal_split(path: Path) -> list[tuple[str, int]]:
     """``IMAGEID__CC`` lines -> [(image id, class 0..19)] in file order."""
     items = []
@@ -133,8 +153,8 @@ def read_pascal_split(path: Path) -> list[tuple[str, int]]:
         name, sep, cls = line.strip().partition("__")
         if not sep or not cls.isdigit() or not 1 <= int(cls) <= 20:
             raise SplitFileError(f"{path}:{lineno}: expected IMAGEID__CC with CC in 01..20, got {line!r}")
-        items.append((name, int(cls) - 1))
-    return items
+        items.append((relative_name(name, f"{path}:{lineno}"), int(cls) - 1))
+    return _nonempty(items, path)
 
 
 def read_coco_split(path: Path) -> dict[int, list[str]]:
@@ -145,12 +165,13 @@ def read_coco_split(path: Path) -> dict[int, list[str]]:
         raise SplitFileError(f"{path} is not a COCO-20i split pickle ({err})") from None
     if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
         raise SplitFileError(f"{path}: expected a dict class -> list of image paths, got {type(data).__name__}")
-    return {int(k): [str(p) for p in v] for k, v in data.items()}
+    return _nonempty({int(k): [relative_name(str(p), str(path)) for p in v] for k, v in data.items()}, path)
 
 
 def read_fss_split(path: Path) -> list[str]:
     """One FSS-1000 category per line -> the categories, in file order."""
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    lines = path.read_text().splitlines()
+    return _nonempty([relative_name(c.strip(), f"{path}:{i}") for i, c in enumerate(lines, 1) if c.strip()], path)
 
 
 def all_split_names() -> list[str]:

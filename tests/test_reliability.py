@@ -1,0 +1,288 @@
+"""Bad input gets one clear error naming the input and the fix; nothing already computed is lost.
+
+By kind: checkpoint files, backbone weight files, split files, dataset files, benchmark and
+evaluation sizes, training configuration, the command line, and a training run killed at
+random points and resumed.
+"""
+
+import hashlib
+import os
+import pickle
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+import torchvision.models as tvm
+from PIL import Image
+from fakedata import make_coco, make_fss, make_pascal, write_jpg
+
+from hsnetlib import HSNet
+from hsnetlib.backbone import build_backbone, imagenet_weights_path
+from hsnetlib.checkpoint import load_checkpoint_file
+from hsnetlib.cli import main
+from hsnetlib.data import DatasetError, SplitFileError, make_benchmark
+from hsnetlib.errors import CheckpointError, HSNetError, WeightsError
+from hsnetlib.evaluation import evaluate
+from hsnetlib.train_config import TrainConfig
+
+
+class Planted:
+    """A pickle that would run a shell command when unpickled without weights_only."""
+
+    def __reduce__(self):
+        return (os.system, ("echo planted",))
+
+
+def bad_files(tmp_path) -> dict:
+    files = {"empty": b"", "text": b"just some text\n", "truncated": None, "code": pickle.dumps(Planted())}
+    good = tmp_path / "good.pt"
+    torch.save({"w": torch.ones(3)}, good)
+    files["truncated"] = good.read_bytes()[:40]
+    paths = {}
+    for name, data in files.items():
+        paths[name] = tmp_path / f"{name}.pt"
+        paths[name].write_bytes(data)
+    return paths
+
+
+# -- checkpoint files ---------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["empty", "text", "truncated", "code"])
+def test_a_file_that_is_no_checkpoint_is_named_and_never_run(tmp_path, kind, capfd):
+    path = bad_files(tmp_path)[kind]
+    with pytest.raises(CheckpointError, match=f"not a checkpoint: {path}") as err:
+        load_checkpoint_file(path)
+    assert "weights_only=False" not in str(err.value) and "\n" not in str(err.value)
+    assert "planted" not in capfd.readouterr().out  # the planted command never ran
+    with pytest.raises(CheckpointError, match="not a checkpoint"):
+        HSNet.load(path)
+
+
+def test_a_state_dict_without_a_backbone_is_not_a_checkpoint(tmp_path):
+    torch.save({"hpn_learner.decoder1.0.weight": torch.ones(1)}, tmp_path / "part.pt")
+    with pytest.raises(CheckpointError, match="part.pt .*no backbone"):
+        HSNet.load(tmp_path / "part.pt")
+
+
+def test_cli_prints_one_line_for_a_bad_checkpoint(tmp_path, capsys):
+    path = bad_files(tmp_path)["code"]
+    assert main(["segment", "--load", str(path), "--query", "q.jpg", "--support", "s.jpg", "--mask", "m.png"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"hsnet: error: not a checkpoint: {path}") and err.count("\n") == 1
+
+
+# -- backbone weight files ------------------------------------------------------------------------
+def cache_file(tmp_path, monkeypatch, data: bytes, prefix: str | None = None):
+    """Plant ``data`` as the cached ImageNet file of resnet50, named with ``prefix`` (default: its own hash)."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    path = imagenet_weights_path("resnet50")
+    path = path.with_name(f"resnet50-{prefix or hashlib.sha256(data).hexdigest()[:8]}.pth")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    monkeypatch.setattr("hsnetlib.backbone.imagenet_weights_path", lambda name: path)
+    return path
+
+
+def test_cached_imagenet_weights_load_safely_when_the_hash_matches(tmp_path, monkeypatch):
+    net = tvm.resnet50()
+    torch.save(net.state_dict(), tmp_path / "w.pth")
+    cache_file(tmp_path, monkeypatch, (tmp_path / "w.pth").read_bytes())
+    torch.testing.assert_close(build_backbone("resnet50", "imagenet").conv1.weight, net.conv1.weight)
+
+
+@pytest.mark.parametrize("kind", ["code", "truncated", "empty"])
+def test_a_planted_or_corrupt_imagenet_cache_file_is_refused(tmp_path, monkeypatch, kind, capfd):
+    path = cache_file(tmp_path, monkeypatch, bad_files(tmp_path)[kind].read_bytes())  # its hash "matches"
+    with pytest.raises(WeightsError, match=f"{path}.*delete it and download it again") as err:
+        build_backbone("resnet50", "imagenet")
+    assert "weights_only=False" not in str(err.value)
+    assert "planted" not in capfd.readouterr().out
+
+
+def test_an_imagenet_cache_file_with_the_wrong_hash_is_refused(tmp_path, monkeypatch):
+    path = cache_file(tmp_path, monkeypatch, b"not the published file", prefix="0676ba61")
+    with pytest.raises(WeightsError, match=f"{path} has SHA-256 .*expected 0676ba61"):
+        build_backbone("resnet50", "imagenet")
+
+
+def test_a_local_weights_file_of_another_architecture_is_named(tmp_path):
+    torch.save(tvm.resnet18().state_dict(), tmp_path / "r18.pth")
+    with pytest.raises(WeightsError, match="r18.pth is not a resnet50 state dict"):
+        build_backbone("resnet50", tmp_path / "r18.pth")
+
+
+# -- split files: names stay inside the dataset root; empty or incomplete files are named -------------
+@pytest.fixture
+def roots(tmp_path):
+    rng = np.random.default_rng(0)
+    root, splits = tmp_path / "data", tmp_path / "splits"
+    make_pascal(root, splits, rng)
+    make_coco(root, splits, rng)
+    make_fss(root, splits, rng)
+    return root, splits
+
+
+def build(benchmark, roots, **kw):
+    root, splits = roots
+    return make_benchmark(benchmark, root, split="val", splits_dir=splits, verify_splits=False, **kw)
+
+
+@pytest.mark.parametrize("name", ["../../../etc/passwd", "/etc/passwd", "a/../../b", "..\\\\x"])
+def test_split_names_that_leave_the_dataset_root_are_refused(roots, name):
+    _, splits = roots
+    (splits / "pascal" / "val" / "fold0.txt").write_text(f"{name}__01\n")
+    with pytest.raises(SplitFileError, match="not a path inside the dataset root"):
+        build("pascal", roots)
+    (splits / "fss" / "val.txt").write_text(f"{name}\n")
+    with pytest.raises(SplitFileError, match="fss/val.txt:1: .* not a path inside the dataset root"):
+        build("fss", roots)
+    (splits / "coco" / "val" / "fold0.pkl").write_bytes(pickle.dumps({0: [name, "val2014/x.jpg"]}))
+    with pytest.raises(SplitFileError, match="not a path inside the dataset root"):
+        build("coco", roots)
+
+
+@pytest.mark.parametrize("benchmark, file", [("pascal", "pascal/val/fold0.txt"), ("fss", "fss/val.txt")])
+def test_an_empty_split_file_is_named(roots, benchmark, file):
+    (roots[1] / file).write_text("\n")
+    with pytest.raises(SplitFileError, match=f"{file} lists nothing"):
+        build(benchmark, roots)
+
+
+def test_a_coco_split_missing_a_fold_class_is_named(roots):
+    classwise = pickle.loads((roots[1] / "coco" / "val" / "fold0.pkl").read_bytes())
+    del classwise[72]
+    (roots[1] / "coco" / "val" / "fold0.pkl").write_bytes(pickle.dumps(classwise))
+    with pytest.raises(DatasetError, match=r"coco/val/fold0.pkl list no image of classes \[72\]"):
+        build("coco", roots)
+
+
+# -- dataset files ----------------------------------------------------------------------------------
+def test_an_rgb_pascal_mask_is_named(roots):
+    dataset = build("pascal", roots)
+    name = dataset.episode(0).query_name
+    rgb = np.zeros((30, 40, 3), np.uint8)  # legal values, wrong format
+    Image.fromarray(rgb).save(roots[0] / "VOC2012" / "SegmentationClassAug" / f"{name}.png")
+    with pytest.raises(DatasetError, match=f"{name}.png has shape \\(30, 40, 3\\): an RGB colour mask"):
+        dataset[0]
+
+
+def test_an_image_and_its_mask_of_different_sizes_are_named(roots):
+    dataset = build("pascal", roots)
+    name = dataset.episode(0).query_name
+    write_jpg(roots[0] / "VOC2012" / "JPEGImages" / f"{name}.jpg", np.random.default_rng(1), size=(31, 40))
+    with pytest.raises(DatasetError, match=f"mask of {name} is 40x30 .* its image is 40x31"):
+        dataset[0]
+
+
+# -- sizes and configuration --------------------------------------------------------------------------
+def test_evaluation_sizes_must_be_positive():
+    dataset = make_benchmark("toy", split="test", img_size=64, num_episodes=4)
+    for kwargs in ({"max_episodes": 0}, {"batch_size": 0}, {"num_workers": -1}):
+        with pytest.raises(ValueError, match="must be >= 1"):
+            evaluate(None, dataset, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"benchmark": "voc"}, "benchmark must be one of"),
+        ({"backbone": "resnet18"}, "backbone must be one of"),
+        ({"lr": 0.0}, "lr must be > 0"),
+        ({"num_workers": -1}, "num_workers >= 0"),
+        ({"epochs": 0}, "epochs must be >= 1"),
+        ({"logdir": " "}, "logdir is empty"),
+    ],
+)
+def test_train_config_values_are_checked_in_one_place(change, message):
+    with pytest.raises(HSNetError, match=message):
+        TrainConfig(**change).validate()
+
+
+# -- the command line ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["bench", "inference", "--shots", "0"], "shots must be >= 1"),
+        (["bench", "inference", "--repeats", "0"], "repeats must be >= 1"),
+        (["bench", "kernels", "--img-size", "8"], "img_size must be >= 32"),
+        (["bench", "training", "--settings", "128x0"], "batch must be >= 1"),
+        (["train", "--benchmark", "toy", "--logpath", ""], "logdir is empty"),
+        (["train", "--benchmark", "toy", "--bsz", "0"], "batch_size must be >= 1"),
+        (["train", "--benchmark", "toy", "--shot", "5"], "1-shot episodes"),
+        (["prepare", "check", "/no/such/root"], "data root /no/such/root does not exist"),
+        (["demo", "--episodes", "2"], "--episodes must be at least 4"),
+    ],
+)
+def test_cli_refuses_bad_values_with_one_line(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hsnet: error: ") and message in err and err.count("\n") == 1
+
+
+def test_splits_verify_fails_when_files_are_missing(tmp_path, capsys):
+    assert main(["splits", "verify", "--dir", str(tmp_path)]) == 1
+    out = capsys.readouterr()
+    assert "missing   pascal/val/fold0.txt" in out.out and "hsnet splits download" in out.err
+
+
+def test_no_verify_splits_flag_reaches_the_datasets(roots, tmp_path, capsys):
+    root, splits = roots
+    argv = ["test", "--benchmark", "pascal", "--datapath", str(root), "--splits-dir", str(splits)]
+    torch.save(HSNet("resnet50").state_dict(), tmp_path / "m.pt")
+    argv += ["--load", str(tmp_path / "m.pt"), "--episodes", "2", "--img-size", "64"]
+    assert main(argv) == 2 and "--no-verify-splits" in capsys.readouterr().err  # a custom file fails the checksum
+    assert main([*argv, "--no-verify-splits"]) == 0
+    assert "pascal fold 0 1-shot: mIoU" in capsys.readouterr().out
+
+
+# -- a run killed at random points, then resumed, ends where an uninterrupted run ends ------------------
+TRAIN = [
+    *("--benchmark toy --backbone resnet50 --weights none --img-size 64 --bsz 2 --niter 4".split()),
+    *("--max-steps-per-epoch 2 --val-episodes 2 --no-progress --seed 1".split()),
+]
+
+
+def run_train(logdir, extra=(), kill_after=None) -> int | None:
+    cmd = [sys.executable, "-c", "import sys; from hsnetlib.cli import main; sys.exit(main())"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([*cmd, "train", *TRAIN, "--logpath", str(logdir), *extra], env=env)
+    try:
+        proc.wait(timeout=kill_after)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        return None
+    return proc.returncode
+
+
+@pytest.mark.slow
+def test_a_run_killed_at_random_points_resumes_to_the_same_weights(tmp_path):
+    t0 = time.time()
+    assert run_train(tmp_path / "straight") == 0
+    duration = time.time() - t0  # kill points are fractions of it, so a slow machine kills as often
+    rng, logdir, kills, progressed = random.Random(0), tmp_path / "killed", 0, 0
+    for attempt in range(4):  # three kills at random points, then a run to the end
+        resume = ["--resume"] if (logdir / "last.pt").exists() else []
+        had = load_checkpoint_file(logdir / "last.pt")["epoch"] if resume else -1
+        status = run_train(logdir, resume, kill_after=rng.uniform(0.3, 0.8) * duration if attempt < 3 else None)
+        if status is not None:
+            assert status == 0
+            break
+        kills += 1
+        progressed += (logdir / "last.pt").exists() and load_checkpoint_file(logdir / "last.pt")["epoch"] > had
+    assert kills >= 2 and progressed >= 1, (kills, progressed)
+    straight, killed = (load_checkpoint_file(d / "last.pt") for d in (tmp_path / "straight", logdir))
+    assert killed["epoch"] == straight["epoch"] == 3
+    for key, value in straight["model"].items():
+        assert torch.equal(value, killed["model"][key]), key
+    drop = {"seconds"}
+    assert [{k: v for k, v in r.items() if k not in drop} for r in killed["history"]] == [
+        {k: v for k, v in r.items() if k not in drop} for r in straight["history"]
+    ]
+    assert not list(logdir.glob("*.tmp"))
+    metrics = (logdir / "metrics.csv").read_text().splitlines()
+    assert len(metrics) == 5 and [line.split(",")[0] for line in metrics[1:]] == ["0", "1", "2", "3"]
