@@ -61,7 +61,7 @@ def trace_episode(model, query_img, support_img, support_mask) -> list[Stage]:
     hooks.append(learner.decoder2.register_forward_hook(record("decoder after 2x upsampling: logits")))
     try:
         with torch.no_grad():
-            logits = model(query_img, support_img, support_mask)
+            logits = model(query_img, support_img, support_mask, fused=False)
     finally:
         for h in hooks:
             h.remove()

@@ -43,13 +43,13 @@ PATHS = ("official-style", "fused")
 
 def training_step(model: HSNet, optimizer, path: str, query, support, mask, gt, amp="off", scaler=None) -> float:
     """One step of ``path`` on a batch: (B,3,H,W), (B,3,H,W), (B,H,W), (B,H,W) long -> the loss."""
+    if path not in PATHS:
+        raise ValueError(f"unknown path {path!r}; expected one of {PATHS}")
     with autocast(query.device, amp):
         if path == "official-style":
             logits = official_style_logits(model, query, support, mask)
-        elif path == "fused":
-            logits = model(query, support, mask)
         else:
-            raise ValueError(f"unknown path {path!r}; expected one of {PATHS}")
+            logits = model(query, support, mask)
         loss = F.cross_entropy(logits.float(), gt)
     optimizer.zero_grad(set_to_none=True)
     if scaler is not None:

@@ -121,3 +121,22 @@ def test_bf16_autocast_training_step_runs_on_cpu(resnet50):
 def test_an_unknown_training_path_is_refused(resnet50):
     with pytest.raises(ValueError, match="unknown path"):
         training_step(resnet50, None, "fast", *[None] * 4)
+
+
+def test_unwindowed_correlation_gives_the_same_gradients(resnet50):
+    # the CUDA choice (every support position, batched products) on CPU
+    from hsnetlib import fastpath
+
+    g = torch.Generator().manual_seed(3)
+    q, s = torch.randn(2, 3, 96, 96, generator=g), torch.randn(2, 3, 96, 96, generator=g)
+    m, gt = masks("object", 2, 96), (torch.rand(2, 96, 96, generator=g) > 0.5).long()
+    ref = {k: v.clone() for k, v in learner_grads(resnet50, q, s, m, gt, False).items()}
+    resnet50.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        units = fastpath.unit_query_features(resnet50.fast_features(q))
+        pyramid = fastpath.hypercorrelation_qm(units, resnet50.fast_features(s), m, (3, 6, 4), windowed=False)
+    logits = F.interpolate(
+        fastpath.learner_qm(resnet50.hpn_learner, pyramid), (96, 96), mode="bilinear", align_corners=True
+    )
+    F.cross_entropy(logits, gt).backward()
+    assert_same_grads(ref, {n: p.grad for n, p in resnet50.hpn_learner.named_parameters()})

@@ -24,11 +24,20 @@ def test_learner_flops_grow_with_image_size():
 
 
 def test_inference_table_structure():
-    table = inference_table(("resnet50",), img_size=48, repeats=1, device="cpu", shots=(1, 2), precisions=("fp32",))
-    assert list(table["path"]) == ["official-style", "reference", "fused"] * 2
+    table = inference_table(
+        ("resnet50",),
+        img_size=48,
+        repeats=1,
+        device="cpu",
+        shots=(1, 2),
+        precisions=("fp32",),
+        masks=("box", "scattered"),
+    )
+    assert list(table["path"]) == ["official-style", "reference", "fused"] * 4
+    assert list(table["mask"]) == ["box"] * 6 + ["scattered"] * 6 and list(table["shot"][::3]) == [1, 2, 1, 2]
     assert (table["GFLOP"] > 0).all()
     assert (table[table.path == "official-style"]["speedup_vs_official_style"] == 1).all()
-    by = table.set_index(["shot", "path"])["GFLOP"]
+    by = table[table["mask"] == "box"].set_index(["shot", "path"])["GFLOP"]
     assert by[(2, "fused")] < by[(2, "reference")] <= by[(2, "official-style")]  # query backbone once; sparse Eq. 2
     assert (table["mask_agreement_%"] >= 99.5).all()
 

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 import torch
 import torchvision.models as tvm
-from PIL import Image
 from fakedata import make_coco, make_fss, make_pascal, write_jpg
+from PIL import Image
 
 from hsnetlib import HSNet
 from hsnetlib.backbone import build_backbone, imagenet_weights_path
