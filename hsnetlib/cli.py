@@ -76,11 +76,11 @@ def cmd_segment(args):
 
     if len(args.support) != len(args.mask):
         raise ValueError(f"give one --mask per --support: got {len(args.support)} and {len(args.mask)}")
+    saved = load_checkpoint_file(args.load)
     img_size = args.img_size
     if img_size is None:  # hsnetlib checkpoints know the size they were trained at; released ones: 400
-        saved = load_checkpoint_file(args.load)
         img_size = (saved.get("config") or {}).get("img_size", 400) if isinstance(saved, dict) else 400
-    model = HSNet.load(args.load, backbone=args.backbone)
+    model = HSNet.from_checkpoint(saved, args.load, backbone=args.backbone)
     episode = load_user_episode(args.query, args.support, args.mask, img_size)
     pred = segment(model, episode)
     overlay_path, mask_path = save_segmentation(episode, pred, args.out)

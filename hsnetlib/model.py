@@ -351,7 +351,12 @@ class HSNet(nn.Module):
         Loads strictly, on CPU, with ``weights_only=True``. ``backbone=None`` infers it from the keys.
         Extra keyword arguments (``kernel``, ``use_support_mask``) go to the constructor.
         """
-        state = model_state_from(load_checkpoint_file(path), path)
+        return cls.from_checkpoint(load_checkpoint_file(path), path, backbone, **kwargs)
+
+    @classmethod
+    def from_checkpoint(cls, saved, path: str | os.PathLike = "<checkpoint>", backbone: str | None = None, **kwargs):
+        """:meth:`load` on a checkpoint already read with :func:`~hsnetlib.checkpoint.load_checkpoint_file`."""
+        state = model_state_from(saved, path)
         model = cls(backbone=backbone or infer_backbone(state, path), weights=None, **kwargs)
         check_compatible(model, state, path)
         model.load_state_dict(state, strict=True)
