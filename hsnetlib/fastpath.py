@@ -166,6 +166,23 @@ def _affected_outputs(lo: int, hi: int, n_out: int, k: int, s: int, p: int) -> t
     return max(0, -(-(lo + p - k + 1) // s)), min(n_out, (hi - 1 + p) // s + 1)
 
 
+def _pad_channels_last(x: torch.Tensor, pad: tuple[int, int, int, int]) -> torch.Tensor:
+    """``F.pad(x, pad)`` (negative = crop) written into a channels-last buffer: (N, C, h, w) -> (N, C, h', w').
+
+    The first squeeze layers convolve a few input channels over many small grids; in that shape
+    the convolution (and the gradient of its weight) runs about twice as fast channels-last, and
+    padding straight into such a buffer costs no extra copy.
+    """
+    left, right, top, bottom = pad
+    N, C, h, w = x.shape
+    x = x[:, :, max(0, -top) : h - max(0, -bottom), max(0, -left) : w - max(0, -right)]  # the crops
+    top, bottom, left, right = (max(0, p) for p in (top, bottom, left, right))
+    h, w = x.shape[-2:]
+    out = x.new_zeros(N, top + h + bottom, left + w + right, C).permute(0, 3, 1, 2)  # (N, C, h', w') view
+    out[:, :, top : top + h, left : left + w] = x
+    return out
+
+
 def center_pivot_window(layer: CenterPivotConv4d, win: SupportWindow) -> torch.Tensor:
     """Eq. (5) on a windowed hypercorrelation (zeros outside the window): -> (B, Ha, Wa, O, Hk, Wk).
 
@@ -195,8 +212,8 @@ def center_pivot_window(layer: CenterPivotConv4d, win: SupportWindow) -> torch.T
         need_top, need_bottom = r0 * sh - ph, (r1 - 1) * sh - ph + kh
         need_left, need_right = c0 * sw - pw, (c1 - 1) * sw - pw + kw
         pad = (left - need_left, need_right - left - w, top - need_top, need_bottom - top - h)
-        x2 = F.pad(x.view(B * Ha * Wa, C, h, w), pad)  # (B*Ha*Wa, C, rows, cols)
-        y2 = F.conv2d(x2, layer.conv2.weight, layer.conv2.bias, (sh, sw))  # (B*Ha*Wa, O, r1-r0, c1-c0)
+        x2 = _pad_channels_last(x.view(B * Ha * Wa, C, h, w), pad)  # (B*Ha*Wa, C, rows, cols), channels-last
+        y2 = F.conv2d(x2, layer.conv2.weight, layer.conv2.bias, (sh, sw)).contiguous()  # (B*Ha*Wa, O, r1-r0, c1-c0)
         y2 = y2.view(B, Ha, Wa, O, r1 - r0, c1 - c0) + bias1.to(y2.dtype).view(O, 1, 1)  # (B, Ha, Wa, O, rows, cols)
         out[..., r0:r1, c0:c1] = y2
 

@@ -117,7 +117,7 @@ def selected_features(pyramid_sizes, feature_layers: str, pyramid_levels: int) -
     return [i for g in groups for i in (g[-1:] if feature_layers == "last" else g)]
 
 
-IMAGE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+IMAGE_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
 
 
 def check_episode(query_img, support_imgs, support_masks) -> None:

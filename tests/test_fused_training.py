@@ -1,5 +1,7 @@
 """Training through the fast path: the same gradients and the same Adam trajectory as the reference modules."""
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -21,12 +23,28 @@ def learner_grads(model, q, s, m, gt, fused: bool) -> dict:
     return {n: p.grad for n, p in model.hpn_learner.named_parameters()}
 
 
-def assert_same_grads(ref: dict, fast: dict, rel: float = 1e-4) -> None:
+def assert_same_grads(ref: dict, fast: dict, rel: float = 1e-4, exact: dict | None = None) -> None:
+    """Every gradient of the fused path within ``rel`` of the reference's (relative L2 error). The bias
+    of a layer followed by GroupNorm gets a gradient that cancels almost exactly within each group, so
+    its float32 rounding can exceed ``rel`` in *both* paths: given ``exact`` (float64 reference
+    gradients), such a tensor also passes when the fused path is as close to the exact gradient as the
+    float32 reference is (within 3x)."""
     assert ref.keys() == fast.keys()
     for name in ref:
         assert fast[name] is not None, f"{name}: no gradient on the fused path"
         err = (fast[name] - ref[name]).norm() / ref[name].norm().clamp(min=1e-12)
+        if err > rel and exact is not None:
+            truth = exact[name].float()
+            fused_err, ref_err = (fast[name] - truth).norm(), (ref[name] - truth).norm()
+            assert fused_err <= 3 * ref_err, f"{name}: error vs float64 {fused_err:.2e}, reference's {ref_err:.2e}"
+            continue
         assert err <= rel, f"{name}: relative gradient error {err:.2e}"
+
+
+def float64_grads(model, q, s, m, gt) -> dict:
+    """The reference gradients computed in float64: the exact values up to float32's rounding."""
+    exact = copy.deepcopy(model).double()
+    return learner_grads(exact, q.double(), s.double(), m.double(), gt, False)
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +61,9 @@ def test_fused_gradients_equal_the_reference(resnet50, batch, kind):
     q, s = torch.randn(batch, 3, size, size, generator=g), torch.randn(batch, 3, size, size, generator=g)
     gt = (torch.rand(batch, size, size, generator=g) > 0.5).long()
     m = masks(kind, batch, size)
-    assert_same_grads(learner_grads(resnet50, q, s, m, gt, False), learner_grads(resnet50, q, s, m, gt, True))
+    ref = {k: v.clone() for k, v in learner_grads(resnet50, q, s, m, gt, False).items()}
+    exact = float64_grads(resnet50, q, s, m, gt)
+    assert_same_grads(ref, learner_grads(resnet50, q, s, m, gt, True), exact=exact)
 
 
 @pytest.mark.parametrize(
@@ -63,7 +83,9 @@ def test_fused_gradients_for_every_backbone_and_variant(backbone, kwargs):
     q, s = torch.randn(2, 3, 80, 80, generator=g), torch.randn(2, 3, 80, 80, generator=g)
     gt = (torch.rand(2, 80, 80, generator=g) > 0.5).long()
     m = masks("object", 2, 80)
-    assert_same_grads(learner_grads(model, q, s, m, gt, False), learner_grads(model, q, s, m, gt, True))
+    ref = {k: v.clone() for k, v in learner_grads(model, q, s, m, gt, False).items()}
+    exact = float64_grads(model, q, s, m, gt)
+    assert_same_grads(ref, learner_grads(model, q, s, m, gt, True), exact=exact)
 
 
 def test_official_style_training_logits_equal_the_reference(resnet50):
@@ -131,6 +153,7 @@ def test_unwindowed_correlation_gives_the_same_gradients(resnet50):
     q, s = torch.randn(2, 3, 96, 96, generator=g), torch.randn(2, 3, 96, 96, generator=g)
     m, gt = masks("object", 2, 96), (torch.rand(2, 96, 96, generator=g) > 0.5).long()
     ref = {k: v.clone() for k, v in learner_grads(resnet50, q, s, m, gt, False).items()}
+    exact = float64_grads(resnet50, q, s, m, gt)
     resnet50.zero_grad(set_to_none=True)
     with torch.no_grad():
         units = fastpath.unit_query_features(resnet50.fast_features(q))
@@ -139,4 +162,4 @@ def test_unwindowed_correlation_gives_the_same_gradients(resnet50):
         fastpath.learner_qm(resnet50.hpn_learner, pyramid), (96, 96), mode="bilinear", align_corners=True
     )
     F.cross_entropy(logits, gt).backward()
-    assert_same_grads(ref, {n: p.grad for n, p in resnet50.hpn_learner.named_parameters()})
+    assert_same_grads(ref, {n: p.grad for n, p in resnet50.hpn_learner.named_parameters()}, exact=exact)
