@@ -242,6 +242,14 @@ class HSNet(nn.Module):
             support_feats = mask_features(support_feats, support_mask.float())
         return hypercorrelation(query_feats, support_feats, self.pyramid_sizes)
 
+    def _check_input_dtype(self, img: torch.Tensor) -> None:
+        weight = next(self.hpn_learner.parameters())
+        if img.dtype == torch.float64 and weight.dtype != torch.float64:
+            raise ValueError(
+                f"the images are float64 but the model is {weight.dtype}; convert them with .float() "
+                f"(or the model with .double())"
+            )
+
     def forward(self, query_img, support_img, support_mask, size=None, fused=True) -> torch.Tensor:
         """One support: (B,3,H,W), (B,3,H,W), (B,H,W) -> logits (B, 2, H, W) (or ``size``).
 
@@ -252,6 +260,7 @@ class HSNet(nn.Module):
         ``fused=False`` runs the reference modules, the official computation (the oracle in tests).
         """
         check_episode(query_img, support_img.unsqueeze(1), support_mask.unsqueeze(1))
+        self._check_input_dtype(query_img)
         size = check_size(size)
         if fused:
             logits = self._fused_logits(query_img, support_img, support_mask)  # (B, 2, h, w)
@@ -290,6 +299,7 @@ class HSNet(nn.Module):
         ``precision="bf16"``: bfloat16 autocast.
         """
         check_episode(query_img, support_imgs, support_masks)
+        self._check_input_dtype(query_img)
         size = check_size(size)
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")

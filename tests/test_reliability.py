@@ -286,3 +286,34 @@ def test_a_run_killed_at_random_points_resumes_to_the_same_weights(tmp_path):
     assert not list(logdir.glob("*.tmp"))
     metrics = (logdir / "metrics.csv").read_text().splitlines()
     assert len(metrics) == 5 and [line.split(",")[0] for line in metrics[1:]] == ["0", "1", "2", "3"]
+
+
+# -- a full disk while writing: the message names the file, the previous version survives ----------------
+def test_a_full_disk_while_saving_names_the_file_and_keeps_the_old_one(tmp_path, monkeypatch):
+    from hsnetlib.checkpoint import save_atomic, write_text_atomic
+
+    save_atomic({"epoch": torch.tensor(1)}, tmp_path / "last.pt")
+    write_text_atomic(tmp_path / "config.json", '{"a": 1}')
+
+    def full(*args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:603] . PytorchStreamWriter failed writing file")
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(OSError, match=f"could not write {tmp_path / 'last.pt'} .*free disk space"):
+        save_atomic({"epoch": torch.tensor(2)}, tmp_path / "last.pt")
+    monkeypatch.setattr(os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(28, "No space left on device")))
+    with pytest.raises(OSError, match="could not write .*config.json .*No space left"):
+        write_text_atomic(tmp_path / "config.json", '{"a": 2}')
+    monkeypatch.undo()
+    assert int(load_checkpoint_file(tmp_path / "last.pt")["epoch"]) == 1
+    assert (tmp_path / "config.json").read_text() == '{"a": 1}' and sorted(os.listdir(tmp_path)) == [
+        "config.json",
+        "last.pt",
+    ]
+
+
+def test_float64_images_for_a_float32_model_are_named():
+    model = HSNet("resnet50").eval()
+    q, s, m = torch.randn(1, 3, 64, 64).double(), torch.randn(1, 1, 3, 64, 64).double(), torch.ones(1, 1, 64, 64)
+    with pytest.raises(ValueError, match="images are float64 but the model is torch.float32"):
+        model.predict(q, s, m)
