@@ -55,7 +55,7 @@ class TrainConfig:
     logdir: str = opt(
         "runs/hsnet", "run folder: config.json, metrics.csv, last.pt, best.pt, tensorboard", ("--logpath",)
     )
-    resume: bool = opt(False, "continue the run in logdir from its last.pt (same configuration, see RESUMABLE)")
+    resume: bool = opt(False, "continue the run in logdir from its last.pt (same config; more epochs allowed)")
     overwrite: bool = opt(False, "start afresh in a non-empty logdir, deleting its run files")
     progress: bool = opt(True, "tqdm progress bars")
     splits_dir: str | None = opt(None, "split files folder (None: the cache, $HSNET_SPLITS)", type=str)
