@@ -100,7 +100,7 @@ def load_imagenet_state(name: str) -> dict:
     if not digest.startswith(prefix):
         raise WeightsError(f"ImageNet weights file {path} has SHA-256 {digest[:12]}..., expected {prefix}...; {fix}")
     try:
-        return safe_load(path, "ImageNet weights file")
+        return safe_load(path, "torchvision weights file")
     except CheckpointError as err:
         raise WeightsError(f"{err}; {fix}") from None
 
