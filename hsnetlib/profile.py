@@ -54,10 +54,11 @@ MASK_KINDS = ("box", "object", "scattered")
 def bench_masks(kind: str, img_size: int, count: int, seed: int = 0) -> torch.Tensor:
     """``count`` support masks (count, s, s) of one kind, for timing (the fast path's gain depends on it):
 
-    - ``box``: a centred square covering 25 % of the image (the favourable case: a small window);
-    - ``object``: one ellipse whose bounding box covers about half of the image, off centre;
+    - ``box``: a centred square covering 25 % of the image (a small bounding window);
+    - ``object``: one ellipse whose bounding box covers about half of the image, off centre (a
+      large window and many masked-in positions: the least favourable kind measured);
     - ``scattered``: nine small squares, one at a random spot in each cell of a 3x3 grid over the
-      image (the hard case: the mask's bounding window is about the whole support grid).
+      image (the window spans about the whole support grid, few positions are masked in).
     """
     s = img_size
     masks = torch.zeros(count, s, s)
