@@ -251,7 +251,7 @@ def test_one_level_learner_has_no_mixing_blocks_and_trains():
     ("change", "message"),
     [
         ({"q": torch.zeros(1, 3, 64, 64, dtype=torch.uint8)}, "float32 image tensor .*uint8"),
-        ({"q": torch.randn(1, 3, 64, 64, dtype=torch.float64)}, "float32 image tensor .*float64"),
+        ({"q": torch.randn(1, 3, 64, 64, dtype=torch.float64)}, "images are float64 but the model is torch.float32"),
         ({"q": torch.randn(1, 3, 64, 64).numpy()}, "must be a torch.Tensor, got ndarray"),
         ({"q": torch.full((1, 3, 64, 64), float("nan"))}, "query_img contains NaN or Inf"),
         ({"s": torch.full((1, 1, 3, 64, 64), float("inf"))}, "support_imgs contains NaN or Inf"),
