@@ -166,6 +166,18 @@ def train_loader(dataset, batch_size: int, epoch: int, seed: int, num_workers: i
     return DataLoader(dataset, batch_size=batch_size // size, sampler=sampler, num_workers=num_workers)
 
 
+def optimizer_step(loss: torch.Tensor, optimizer, scaler=None) -> None:
+    """Backward and one optimizer update; with an fp16 GradScaler, scaled loss and unscaled step."""
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+
+
 def train_one_epoch(
     model,
     loader,
@@ -195,14 +207,7 @@ def train_one_epoch(
             loss = F.cross_entropy(logits.float(), gt)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"training loss became {loss.item()} at step {steps}; lower lr or use amp='off'")
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
+        optimizer_step(loss, optimizer, scaler)
         scheduler.step()
         total_loss += loss.item()
         steps += 1

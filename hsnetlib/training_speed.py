@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .engine import autocast
+from .engine import autocast, optimizer_step
 from .errors import HSNetError
 from .evaluation import resolve_device
 from .model import HSNet
@@ -51,14 +51,7 @@ def training_step(model: HSNet, optimizer, path: str, query, support, mask, gt, 
         else:
             logits = model(query, support, mask)
         loss = F.cross_entropy(logits.float(), gt)
-    optimizer.zero_grad(set_to_none=True)
-    if scaler is not None:
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-    else:
-        loss.backward()
-        optimizer.step()
+    optimizer_step(loss, optimizer, scaler)
     return loss.item()
 
 
