@@ -27,7 +27,7 @@ import torch.nn.functional as F
 import torchvision.models as tvm
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from .checkpoint import safe_load
+from .checkpoint import check_compatible, safe_load
 from .errors import CheckpointError, WeightsError
 
 
@@ -68,13 +68,6 @@ def imagenet_weights_path(name: str) -> Path:
 def imagenet_weights_available(name: str) -> bool:
     """True when the ImageNet weights of ``name`` are already on disk (no download needed)."""
     return imagenet_weights_path(name).is_file()
-
-
-def _state_mismatch(net: nn.Module, state) -> tuple[list[str], list[str]]:
-    if not isinstance(state, dict):
-        return sorted(net.state_dict()), ["<not a dict>"]
-    expected = net.state_dict()
-    return sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
 
 
 def load_imagenet_state(name: str) -> dict:
@@ -126,12 +119,10 @@ def build_backbone(name: str, weights: str | os.PathLike | None = None) -> nn.Mo
                 f"or weights='imagenet' / weights=None"
             )
         state = safe_load(path, f"{name} weights file")
-        missing, unexpected = _state_mismatch(net, state)
-        if missing or unexpected:
-            raise WeightsError(
-                f"{path} is not a {name} state dict: {len(missing)} missing keys (e.g. {missing[:2]}), "
-                f"{len(unexpected)} unexpected (e.g. {unexpected[:2]}); pass the torchvision file of this backbone"
-            )
+        try:
+            check_compatible(net, state if isinstance(state, dict) else {}, path)
+        except CheckpointError as err:
+            raise WeightsError(f"{err}; pass the torchvision {name} weights file") from None
         net.load_state_dict(state)
     for p in net.parameters():
         p.requires_grad_(False)
