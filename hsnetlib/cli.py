@@ -38,7 +38,6 @@ def cmd_test(args):
     from .model import HSNet
 
     model = HSNet.load(args.load, backbone=args.backbone, kernel=args.kernel, use_support_mask=args.use_support_mask)
-    extra = {} if args.benchmark == "toy" else {"verify_splits": args.verify_splits}
     dataset = make_benchmark(
         args.benchmark,
         args.datapath,
@@ -48,7 +47,7 @@ def cmd_test(args):
         img_size=args.img_size,
         use_original_imgsize=args.use_original_imgsize,
         splits_dir=args.splits_dir,
-        **extra,
+        verify_splits=args.verify_splits,
     )
     result = evaluate(
         model,

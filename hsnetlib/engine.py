@@ -248,9 +248,13 @@ def _tensorboard(logdir: Path):
 
 def _build(config: TrainConfig, device):
     """The datasets, model, Adam, lr schedule and (fp16) GradScaler a run needs."""
-    common = dict(root=config.datapath, fold=config.fold, img_size=config.img_size, splits_dir=config.splits_dir)
-    if config.benchmark != "toy":
-        common["verify_splits"] = config.verify_splits
+    common = dict(
+        root=config.datapath,
+        fold=config.fold,
+        img_size=config.img_size,
+        splits_dir=config.splits_dir,
+        verify_splits=config.verify_splits,
+    )
     train_set = make_benchmark(config.benchmark, split="trn", shot=config.shot, seed=config.seed, **common)
     val_set = make_benchmark(config.benchmark, split="val", shot=1, **common)
     model = HSNet(

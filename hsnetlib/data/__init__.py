@@ -28,14 +28,16 @@ def make_benchmark(
     splits_dir: str | os.PathLike | None = None,
     img_size: int = 400,
     use_original_imgsize: bool = False,
+    verify_splits: bool = True,
     **kwargs,
 ) -> EpisodicDataset:
     """Build benchmark ``name`` ("pascal" | "coco" | "fss" | "toy").
 
     root: folder holding VOC2012/, COCO2014/, FSS-1000/ (default ``$HSNET_DATA``); unused by "toy".
     split: "trn" (fresh episodes each epoch, see ``set_epoch``), "val" or "test" (the official,
-        fixed episode list). Extra keyword arguments go to the dataset class (``seed``,
-        ``verify_splits``, ``download_splits``; toy: ``pool_size``, ``num_episodes``, ``image_seed``).
+        fixed episode list). verify_splits: check official split files against their SHA-256
+        (False for custom splits; the toy benchmark has none). Extra keyword arguments go to the
+        dataset class (``seed``, ``download_splits``; toy: ``pool_size``, ``num_episodes``, ``image_seed``).
     """
     if name not in BENCHMARKS:
         raise ValueError(f"unknown benchmark {name!r}; expected one of {sorted(BENCHMARKS)}")
@@ -46,7 +48,7 @@ def make_benchmark(
                 f"no dataset root for {name}: pass root=... (or --datapath) or set HSNET_DATA to the folder "
                 f"that holds VOC2012/, COCO2014/, FSS-1000/ (README, Datasets)"
             )
-        kwargs["splits_dir"] = splits_dir
+        kwargs.update(splits_dir=splits_dir, verify_splits=verify_splits)
     return BENCHMARKS[name](
         root, fold=fold, split=split, shot=shot, img_size=img_size, use_original_imgsize=use_original_imgsize, **kwargs
     )
