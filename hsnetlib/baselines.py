@@ -42,20 +42,34 @@ class CorrelationBaseline(torch.nn.Module):
     image, averaged over the K shots; foreground where score >= (min + max) / 2 of that image.
     """
 
-    def __init__(self, backbone="resnet50", weights=None, net: torch.nn.Module | None = None):
+    def __init__(self, backbone="resnet50", weights=None, net: torch.nn.Module | None = None, features=None):
+        """``features``: a function (B, 3, H, W) -> the backbone's features, shallow to deep, to use
+        instead of running ``net``; :meth:`of_model` passes an HSNet's fast (BatchNorm-folded) backbone."""
         super().__init__()
         check_backbone_name(backbone)
         self.backbone_name = backbone
         self.backbone = net if net is not None else build_backbone(backbone, weights)
+        self._features = features
+
+    @classmethod
+    def of_model(cls, model) -> CorrelationBaseline:
+        """The baseline on an HSNet's backbone, through its folded copy (the same features up to float rounding)."""
+        return cls(model.backbone_name, net=model.backbone, features=model.fast_features)
+
+    def features(self, img: torch.Tensor) -> list[torch.Tensor]:
+        if self._features is not None:
+            return self._features(img)
+        return extract_features(self.backbone_name, self.backbone, img)
 
     @torch.no_grad()
     def predict(self, query_img, support_imgs, support_masks, size=None):
         size = tuple(size) if size is not None else tuple(query_img.shape[-2:])
         B, K = support_imgs.shape[:2]
-        q_feats = extract_features(self.backbone_name, self.backbone, query_img)
+        q_feats = self.features(query_img)
+        all_shots = self.features(support_imgs.flatten(0, 1))  # the K shots in one batch: (B*K, C, h, w) each
         score = 0
         for k in range(K):
-            s_feats = extract_features(self.backbone_name, self.backbone, support_imgs[:, k])
+            s_feats = [f.unflatten(0, (B, K))[:, k] for f in all_shots]
             s_feats = mask_features(s_feats, support_masks[:, k].float())
             maps = []
             for q, s in zip(q_feats, s_feats):

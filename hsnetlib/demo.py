@@ -66,9 +66,7 @@ def demo_recipe(steps: int | None, img_size: int | None) -> ToyRecipe:
 
 def train_demo_model(out: Path, recipe: ToyRecipe, weights, progress: bool):
     """Train on the toy benchmark's fold 0 into ``out/run``; -> the model with its best weights, the result."""
-    config = toy_config(
-        out / "run", recipe, weights, num_workers=0 if smoke() else 1, progress=progress, overwrite=True
-    )
+    config = toy_config(out / "run", recipe, weights, num_workers=0, progress=progress, overwrite=True)
     result = train(config)
     model = result.model
     model.load_state_dict(load_checkpoint_file(out / "run" / "best.pt")["model"])
@@ -78,7 +76,7 @@ def train_demo_model(out: Path, recipe: ToyRecipe, weights, progress: bool):
 def evaluate_demo(model, recipe: ToyRecipe, episodes: int, progress: bool, out: Path) -> pd.DataFrame:
     """HSNet and the two training-free baselines, 1- and 5-shot, on the same test episodes;
     draws the first four 1-shot episodes into ``out/predictions.png``."""
-    baseline = CorrelationBaseline("resnet50", net=model.backbone)
+    baseline = CorrelationBaseline.of_model(model)  # HSNet's backbone, through its folded copy
     rows = []
     for shot in (1, 5):
         test = make_benchmark("toy", fold=0, split="test", shot=shot, img_size=recipe.img_size, num_episodes=episodes)

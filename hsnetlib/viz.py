@@ -115,6 +115,18 @@ def training_curves(history, title: str = "Training"):
     return fig
 
 
+def val_curves(runs: dict, title: str = "Validation mIoU during training", xlabel: str = "epoch"):
+    """Validation mIoU per epoch of several runs (name -> ``TrainResult``) on one axis."""
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    for name, run in runs.items():
+        ax.plot(run.history["epoch"], run.history["val_miou"], marker="o", label=name)
+    ax.set(xlabel=xlabel, ylabel="val mIoU (%)", title=title)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
 def correlation_maps(maps: Sequence[np.ndarray], titles: Sequence[str], support_image=None, suptitle=""):
     """Show 2D correlation maps C_l(x_q, .) over the support, optionally blended on the support image."""
     fig, axes = plt.subplots(1, len(maps), figsize=(2.4 * len(maps), 2.6), squeeze=False)

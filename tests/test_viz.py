@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from hsnetlib.viz import draw_mask, interior_point, show  # noqa: E402
+from hsnetlib.viz import draw_mask, interior_point, show, val_curves  # noqa: E402
 
 
 def ring(size=64, r_in=10, r_out=24):
@@ -44,3 +44,21 @@ def test_masks_are_drawn_as_tint_and_outline():
     draw_mask(ax2, torch.zeros(8, 8), (1, 0, 0))  # empty mask: no outline, no error
     assert len(ax2.collections) == 0
     plt.close("all")
+
+
+def test_val_curves_one_line_per_run_and_whole_epoch_ticks():
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    runs = {
+        name: SimpleNamespace(history=pd.DataFrame({"epoch": [0, 1, 2], "val_miou": v}))
+        for name, v in (("a", [1.0, 5.0, 9.0]), ("b", [2.0, 2.5, 3.0]))
+    }
+    fig = val_curves(runs)
+    ax = fig.axes[0]
+    assert [line.get_label() for line in ax.get_lines()] == ["a", "b"]
+    assert list(ax.get_lines()[0].get_ydata()) == [1.0, 5.0, 9.0]
+    fig.canvas.draw()
+    assert all(float(t).is_integer() for t in ax.get_xticks())
+    plt.close(fig)
