@@ -161,6 +161,20 @@ def check_size(size) -> tuple[int, int] | None:
     return h, w
 
 
+SMALL_KSHOT_BATCH = 2**21  # CPU: entries of the finest 4D correlation of all shots, per channel
+
+
+def batch_shots_by_default(query_img: torch.Tensor, shots: int) -> bool:
+    """Whether :meth:`HSNet.kshot_logits` runs the K shots as one batch: always on CUDA; on CPU
+    when the finest correlation of all shots, B*K*(H/8 * W/8)^2 entries, is at most
+    ``SMALL_KSHOT_BATCH`` (96 px, 8 episodes, 5 shots: 0.8M, 1.18x faster batched; 400 px, one
+    episode: 31M, 1.8x *slower* batched, large 6D batches thrash the cache; benchmarks/RESULTS.md)."""
+    if query_img.device.type == "cuda":
+        return True
+    B, _, H, W = query_img.shape
+    return B * shots * ((H // 8) * (W // 8)) ** 2 <= SMALL_KSHOT_BATCH
+
+
 def vote_kshot(votes: torch.Tensor) -> torch.Tensor:
     """The official K-shot vote: (B, K, H, W) argmax masks -> (B, H, W) mask.
 
@@ -294,8 +308,8 @@ class HSNet(nn.Module):
         code does (the correctness oracle). The default computes the query features once and runs
         the 4D learner through :mod:`hsnetlib.fastpath` (same maths, fewer copies and FLOPs; the
         paper's center-pivot kernel only, other kernels use the reference modules); the K shots run
-        as one batch on CUDA and one after the other on CPU (measured faster there: large 6D batches
-        thrash the cache, benchmarks/RESULTS.md); ``batch_shots=True/False`` overrides that choice.
+        as one batch on CUDA and, on CPU, when their correlations are small, else one after the
+        other (:func:`batch_shots_by_default`); ``batch_shots=True/False`` overrides that choice.
         ``precision="bf16"``: bfloat16 autocast.
         """
         check_episode(query_img, support_imgs, support_masks)
@@ -319,8 +333,8 @@ class HSNet(nn.Module):
             query_feats = self.fast_features(query_img)  # once for all K shots
             if fast:  # the query side of Eq. (2), also once
                 query_feats = fastpath.unit_query_features(query_feats, dtype)
-            batched = batch_shots if batch_shots is not None else query_img.device.type == "cuda"
-            chunk = K if batched else 1  # CPU: large batches thrash the cache
+            batched = batch_shots if batch_shots is not None else batch_shots_by_default(query_img, K)
+            chunk = K if batched else 1
             logits = []
             for k0 in range(0, K, chunk):
                 n = min(chunk, K - k0)

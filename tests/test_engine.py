@@ -265,3 +265,14 @@ def test_best_is_a_link_to_last_when_the_same_epoch_and_survives_a_new_last(tmp_
     save_atomic({"epoch": torch.tensor(2)}, last)  # a later, worse epoch
     assert torch.load(best, weights_only=True)["epoch"] == 1 and torch.load(last, weights_only=True)["epoch"] == 2
     assert sorted(os.listdir(tmp_path)) == ["best.pt", "last.pt"]
+
+
+@pytest.mark.slow
+def test_cli_demo_end_to_end_in_smoke_size(tmp_path):
+    r = hsnet("demo", "--out", str(tmp_path / "demo"))
+    assert r.returncode == 0, r.stderr
+    table = pd.read_csv(tmp_path / "demo" / "results.csv")
+    assert list(table.method) == ["HSNet", "correlation threshold", "all foreground"] * 2
+    assert list(table.shot) == [1, 1, 1, 5, 5, 5] and (table.episodes == 8).all()
+    assert table.miou.between(0, 100).all() and (tmp_path / "demo" / "predictions.png").stat().st_size > 0
+    assert (tmp_path / "demo" / "run" / "best.pt").is_file() and "backbone weights: random" in r.stdout

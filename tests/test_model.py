@@ -176,7 +176,7 @@ def test_kshot_vote_hand_worked_example():
 
 @pytest.mark.parametrize("backbone", BACKBONES)
 @pytest.mark.parametrize("batch, shot", [(1, 1), (2, 1), (1, 3), (2, 3), (1, 5), (2, 5)])
-@pytest.mark.parametrize("batch_shots", [None, True])  # True: the CUDA design (shots batched), run on CPU
+@pytest.mark.parametrize("batch_shots", [False, True])  # False: one shot after the other; True: one batch
 def test_fused_predict_equals_per_shot_loop(models, backbone, batch, shot, batch_shots):
     model = models[backbone]
     g = torch.Generator().manual_seed(batch * 10 + shot)
@@ -192,6 +192,14 @@ def test_fused_predict_equals_per_shot_loop(models, backbone, batch, shot, batch
     assert pred_ref.shape == (batch, 80, 80) and pred_ref.dtype == torch.long
     assert (pred_fast == pred_ref).float().mean() >= 0.999
     assert model.predict(q, s, m, size=(50, 70)).shape == (batch, 50, 70)
+
+
+def test_shots_are_batched_by_default_on_cpu_only_when_their_correlations_are_small():
+    from hsnetlib.model import batch_shots_by_default
+
+    assert batch_shots_by_default(torch.zeros(8, 3, 96, 96), 5)  # 8*5*12^4 = 0.8M entries
+    assert not batch_shots_by_default(torch.zeros(8, 3, 128, 128), 5)  # 2.6M
+    assert not batch_shots_by_default(torch.zeros(1, 3, 400, 400), 5)  # 31M
 
 
 def test_bf16_predict_runs_and_mostly_agrees(models):

@@ -1,0 +1,54 @@
+"""How long the demo must train: toy 1-shot mIoU and training time for several recipes.
+
+Each recipe trains as ``hsnet demo`` does (toy fold 0, random ResNet-50 with re-estimated
+BatchNorm statistics, batch 8, two epochs, best of the two by val mIoU), then evaluates HSNet
+1-shot on the demo's 300 test episodes. ``SIZExSTEPS`` with the paper's lr is what
+``hsnet demo --img-size SIZE --steps STEPS`` reports in its first HSNet row.
+
+    python benchmarks/demo_recipes.py 96x500 96x800 128x500 [--lr 1e-3] [--out /tmp/demo_recipes]
+"""
+
+import argparse
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from hsnetlib.checkpoint import load_checkpoint_file
+from hsnetlib.data import make_benchmark
+from hsnetlib.demo import DEMO_EPISODES
+from hsnetlib.engine import train
+from hsnetlib.evaluation import evaluate
+from hsnetlib.toy_runs import DEMO, toy_config
+
+
+def run(img_size: int, steps: int, lr: float, out: Path) -> str:
+    recipe = replace(DEMO, img_size=img_size, steps_per_epoch=steps // DEMO.epochs)
+    torch.manual_seed(0)
+    t0 = time.time()
+    result = train(replace(toy_config(out, recipe, None, overwrite=True), lr=lr))
+    seconds = time.time() - t0
+    model = result.model
+    model.load_state_dict(load_checkpoint_file(out / "best.pt")["model"])
+    test = make_benchmark("toy", fold=0, split="test", shot=1, img_size=img_size, num_episodes=DEMO_EPISODES)
+    miou = evaluate(model, test, batch_size=recipe.batch_size, progress=False).miou
+    return (
+        f"{img_size}px, {recipe.steps} steps, lr {lr:g}: training {seconds:.0f} s, "
+        f"best val mIoU {result.best_miou:.1f}, test 1-shot mIoU {miou:.2f}"
+    )
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("recipes", nargs="+", help="SIZExSTEPS, e.g. 96x800")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--out", default="/tmp/demo_recipes", help="run folders go here (overwritten)")
+    args = parser.parse_args()
+    for spec in args.recipes:
+        size, steps = (int(v) for v in spec.split("x"))
+        print(run(size, steps, args.lr, Path(args.out) / spec), flush=True)
+
+
+if __name__ == "__main__":
+    main()
