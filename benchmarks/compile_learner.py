@@ -1,0 +1,55 @@
+"""Does ``torch.compile`` of the query-major learner pay for training? Tries it and says what happened.
+
+    python benchmarks/compile_learner.py [--img-size 128] [--batch 8] [--dynamic | --static]
+
+One fused training step (ResNet-50, box mask, random weights) with ``fastpath.learner_qm`` as it
+is and compiled (inductor). The mask window changes the learner's input shapes from batch to
+batch, so a useful compile must be ``dynamic``; ``--static`` compiles for this one shape.
+"""
+
+import argparse
+import time
+import traceback
+
+import torch
+
+from hsnetlib import fastpath
+from hsnetlib.model import HSNet
+from hsnetlib.training_speed import _batch, _trainer, training_step
+
+
+def step_ms(step, repeats=3) -> float:
+    step()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    return 1000 * sorted(times)[len(times) // 2]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--img-size", type=int, default=128)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--static", action="store_true", help="dynamic=False (default: dynamic=True)")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model, optimizer, _ = _trainer(HSNet("resnet50").to(device), "off", device)
+    inputs = _batch(args.img_size, args.batch, "box", device)
+    step = lambda: training_step(model, optimizer, "fused", *inputs)  # noqa: E731
+    plain = step_ms(step)
+    print(f"{device}, {args.img_size} px, batch {args.batch}: fused step {plain:.0f} ms", flush=True)
+    fastpath.learner_qm = torch.compile(fastpath.learner_qm, dynamic=not args.static)
+    try:
+        t0 = time.perf_counter()
+        step()
+        print(f"compiled in {time.perf_counter() - t0:.1f} s; step {step_ms(step):.0f} ms")
+    except Exception as err:  # report the compiler's failure, do not hide it
+        print(f"torch {torch.__version__}: torch.compile(dynamic={not args.static}) failed: {type(err).__name__}")
+        print("".join(traceback.format_exception_only(err)).strip().splitlines()[0][:300])
+
+
+if __name__ == "__main__":
+    main()
