@@ -1,0 +1,51 @@
+"""K shots on CPU: one batch, or one after the other? ``model.predict(..., batch_shots=True/False)``.
+
+    python benchmarks/kshot_batching.py [--shots 5] [--repeats 3]
+
+ResNet-50, random weights, box and scattered masks, medians of ``repeats`` after a warm-up, for
+episode sizes from the demo's evaluation batch (96 px, 8 episodes) to one 400-px episode. The
+finest correlation of all shots, B*K*(H/8*W/8)^2 entries, is printed beside the ratio: it is what
+``hsnetlib.model.batch_shots_by_default`` compares with ``SMALL_KSHOT_BATCH``.
+"""
+
+import argparse
+import time
+
+import torch
+
+from hsnetlib import HSNet
+from hsnetlib.profile import episode
+
+CASES = ((96, 8), (128, 8), (200, 1), (200, 4), (400, 1))  # (img_size, episodes per batch)
+
+
+def median_ms(fn, repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return 1000 * sorted(times)[len(times) // 2]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shots", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    model = HSNet("resnet50").eval()
+    print("img_size episodes mask entries one_after_other_ms batched_ms batched_speedup")
+    for size, batch in CASES:
+        for mask in ("box", "scattered"):
+            q, s, m = episode(size, args.shots, batch, torch.device("cpu"), 0, mask)
+            with torch.no_grad():
+                seq = median_ms(lambda: model.predict(q, s, m, batch_shots=False), args.repeats)  # noqa: B023
+                bat = median_ms(lambda: model.predict(q, s, m, batch_shots=True), args.repeats)  # noqa: B023
+            entries = batch * args.shots * ((size // 8) ** 2) ** 2
+            print(f"{size} {batch} {mask} {entries / 1e6:.2f}M {seq:.0f} {bat:.0f} {seq / bat:.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
