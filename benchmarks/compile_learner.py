@@ -15,17 +15,8 @@ import torch
 
 from hsnetlib import fastpath
 from hsnetlib.model import HSNet
+from hsnetlib.profile import time_paths
 from hsnetlib.training_speed import _batch, _trainer, training_step
-
-
-def step_ms(step, repeats=3) -> float:
-    step()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    return 1000 * sorted(times)[len(times) // 2]
 
 
 def main():
@@ -38,14 +29,14 @@ def main():
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model, optimizer, _ = _trainer(HSNet("resnet50").to(device), "off", device)
     inputs = _batch(args.img_size, args.batch, "box", device)
-    step = lambda: training_step(model, optimizer, "fused", *inputs)  # noqa: E731
-    plain = step_ms(step)
+    step = {"step": lambda: training_step(model, optimizer, "fused", *inputs)}
+    plain = 1000 * time_paths(step, 3)["step"]
     print(f"{device}, {args.img_size} px, batch {args.batch}: fused step {plain:.0f} ms", flush=True)
     fastpath.learner_qm = torch.compile(fastpath.learner_qm, dynamic=not args.static)
     try:
         t0 = time.perf_counter()
-        step()
-        print(f"compiled in {time.perf_counter() - t0:.1f} s; step {step_ms(step):.0f} ms")
+        step["step"]()
+        print(f"compiled in {time.perf_counter() - t0:.1f} s; step {1000 * time_paths(step, 3)['step']:.0f} ms")
     except Exception as err:  # report the compiler's failure, do not hide it
         print(f"torch {torch.__version__}: torch.compile(dynamic={not args.static}) failed: {type(err).__name__}")
         print("".join(traceback.format_exception_only(err)).strip().splitlines()[0][:300])

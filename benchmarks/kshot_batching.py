@@ -2,31 +2,21 @@
 
     python benchmarks/kshot_batching.py [--shots 5] [--repeats 3]
 
-ResNet-50, random weights, box and scattered masks, medians of ``repeats`` after a warm-up, for
+ResNet-50, random weights, box and scattered masks, medians of ``repeats`` interleaved rounds, for
 episode sizes from the demo's evaluation batch (96 px, 8 episodes) to one 400-px episode. The
 finest correlation of all shots, B*K*(H/8*W/8)^2 entries, is printed beside the ratio: it is what
 ``hsnetlib.model.batch_shots_by_default`` compares with ``SMALL_KSHOT_BATCH``.
 """
 
 import argparse
-import time
+from functools import partial
 
 import torch
 
 from hsnetlib import HSNet
-from hsnetlib.profile import episode
+from hsnetlib.profile import episode, time_paths
 
 CASES = ((96, 8), (128, 8), (200, 1), (200, 4), (400, 1))  # (img_size, episodes per batch)
-
-
-def median_ms(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1000 * sorted(times)[len(times) // 2]
 
 
 def main():
@@ -41,8 +31,11 @@ def main():
         for mask in ("box", "scattered"):
             q, s, m = episode(size, args.shots, batch, torch.device("cpu"), 0, mask)
             with torch.no_grad():
-                seq = median_ms(lambda: model.predict(q, s, m, batch_shots=False), args.repeats)  # noqa: B023
-                bat = median_ms(lambda: model.predict(q, s, m, batch_shots=True), args.repeats)  # noqa: B023
+                seconds = time_paths(
+                    {flag: partial(model.predict, q, s, m, batch_shots=flag) for flag in (False, True)},
+                    args.repeats,
+                )
+            seq, bat = 1000 * seconds[False], 1000 * seconds[True]
             entries = batch * args.shots * ((size // 8) ** 2) ** 2
             print(f"{size} {batch} {mask} {entries / 1e6:.2f}M {seq:.0f} {bat:.0f} {seq / bat:.2f}", flush=True)
 

@@ -167,8 +167,8 @@ SMALL_KSHOT_BATCH = 2**21  # CPU: entries of the finest 4D correlation of all sh
 def batch_shots_by_default(query_img: torch.Tensor, shots: int) -> bool:
     """Whether :meth:`HSNet.kshot_logits` runs the K shots as one batch: always on CUDA; on CPU
     when the finest correlation of all shots, B*K*(H/8 * W/8)^2 entries, is at most
-    ``SMALL_KSHOT_BATCH`` (96 px, 8 episodes, 5 shots: 0.8M, 1.18x faster batched; 400 px, one
-    episode: 31M, 1.8x *slower* batched, large 6D batches thrash the cache; benchmarks/RESULTS.md)."""
+    ``SMALL_KSHOT_BATCH`` (96 px, 8 episodes, 5 shots: 0.8M, 1.07-1.13x faster batched; 400 px,
+    one episode: 31M, 1.7x *slower* batched, large 6D batches thrash the cache; benchmarks/RESULTS.md)."""
     if query_img.device.type == "cuda":
         return True
     B, _, H, W = query_img.shape
