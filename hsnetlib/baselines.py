@@ -6,6 +6,8 @@ on exactly the same episodes.
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 
@@ -43,23 +45,18 @@ class CorrelationBaseline(torch.nn.Module):
     """
 
     def __init__(self, backbone="resnet50", weights=None, net: torch.nn.Module | None = None, features=None):
-        """``features``: a function (B, 3, H, W) -> the backbone's features, shallow to deep, to use
-        instead of running ``net``; :meth:`of_model` passes an HSNet's fast (BatchNorm-folded) backbone."""
+        """``features``: a function (B, 3, H, W) -> the backbone's features, shallow to deep, used
+        instead of running ``net`` (:meth:`of_model` passes an HSNet's BatchNorm-folded copy)."""
         super().__init__()
         check_backbone_name(backbone)
         self.backbone_name = backbone
         self.backbone = net if net is not None else build_backbone(backbone, weights)
-        self._features = features
+        self.features = features or partial(extract_features, backbone, self.backbone)
 
     @classmethod
     def of_model(cls, model) -> CorrelationBaseline:
         """The baseline on an HSNet's backbone, through its folded copy (the same features up to float rounding)."""
         return cls(model.backbone_name, net=model.backbone, features=model.fast_features)
-
-    def features(self, img: torch.Tensor) -> list[torch.Tensor]:
-        if self._features is not None:
-            return self._features(img)
-        return extract_features(self.backbone_name, self.backbone, img)
 
     @torch.no_grad()
     def predict(self, query_img, support_imgs, support_masks, size=None):
