@@ -1,4 +1,4 @@
-"""Fast inference path of HSNet: the same maths as the reference modules, fewer copies and FLOPs.
+"""Fast path of HSNet (inference and training): the same maths as the reference modules, fewer copies and FLOPs.
 
 The reference modules (conv4d.py, correlation.py, model.py) keep 6D tensors in the official
 code's *channel-major* layout ``(B, C, Ha, Wa, Hb, Wb)``. Every center-pivot layer then copies
@@ -18,14 +18,16 @@ Here the same parameters are applied to tensors kept *query-major*, ``(B, Ha, Wa
   skips the padding taps (fewer FLOPs, same result).
 - conv1 (query dims) copies only the kept support positions (1/s^2 of the input) and its output
   is added in place into conv2's.
-- GroupNorm (4 groups) is computed from the same statistics as ``nn.GroupNorm``, in this layout.
+- GroupNorm (4 groups) + ReLU is computed in this layout, with a closed-form backward
+  (:mod:`hsnetlib.groupnorm_qm`).
 - The query-dim bilinear resize reads the tensor as a channels-last image (a free view).
 
 The backbone side (BatchNorm folded into a cached channels-last copy) is
 :meth:`hsnetlib.model.HSNet.fast_features`.
 
-Inference only (``torch.inference_mode``; matrix products with ``out=`` carry no autograd).
-``HSNet.kshot_logits(fused=False)`` is the correctness oracle; tests compare the two.
+The correlation carries no autograd (matrix products with ``out=``; the backbone is frozen); the
+learner is differentiable, so training (``HSNet.forward``) runs through it too.
+``fused=False`` (the reference modules) is the correctness oracle; tests compare the two.
 Precision: ``dtype`` is the compute dtype of the correlation and, via autocast, of the
 convolutions; normalization statistics stay in float32.
 """
@@ -39,8 +41,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .center_pivot_qm import center_pivot_qm, center_pivot_window
 from .conv4d import CenterPivotConv4d
 from .correlation import EPS, pyramid_groups, resized_mask, unit_norm
+from .groupnorm_qm import group_norm_relu_qm
 
 
 def unit_query_features(query_feats: Sequence[torch.Tensor], dtype=torch.float32, eps: float = EPS):
@@ -158,159 +162,6 @@ def _dense_level(qs, ss, support_mask, dtype, eps) -> torch.Tensor:
         sn = unit_norm(s, 1, eps).to(dtype)
         out[:, :, l] = torch.bmm(q.flatten(2).transpose(1, 2), sn).clamp_(min=0)  # (B, Ha*Wa, Hb*Wb)
     return out.view(B, Ha, Wa, len(qs), Hb, Wb)  # (B, Ha, Wa, L, Hb, Wb)
-
-
-def _affected_outputs(lo: int, hi: int, n_out: int, k: int, s: int, p: int) -> tuple[int, int]:
-    """Along one dim of a (k, stride s, padding p) convolution: the outputs [a, b) whose receptive
-    field meets the inputs lo..hi-1."""
-    return max(0, -(-(lo + p - k + 1) // s)), min(n_out, (hi - 1 + p) // s + 1)
-
-
-def _pad_channels_last(x: torch.Tensor, pad: tuple[int, int, int, int]) -> torch.Tensor:
-    """``F.pad(x, pad)`` (negative = crop) written into a channels-last buffer: (N, C, h, w) -> (N, C, h', w').
-
-    The first squeeze layers convolve a few input channels over many small grids; in that shape
-    the convolution (and the gradient of its weight) runs about twice as fast channels-last, and
-    padding straight into such a buffer costs no extra copy.
-    """
-    left, right, top, bottom = pad
-    N, C, h, w = x.shape
-    x = x[:, :, max(0, -top) : h - max(0, -bottom), max(0, -left) : w - max(0, -right)]  # the crops
-    top, bottom, left, right = (max(0, p) for p in (top, bottom, left, right))
-    h, w = x.shape[-2:]
-    out = x.new_zeros(N, top + h + bottom, left + w + right, C).permute(0, 3, 1, 2)  # (N, C, h', w') view
-    out[:, :, top : top + h, left : left + w] = x
-    return out
-
-
-def center_pivot_window(layer: CenterPivotConv4d, win: SupportWindow) -> torch.Tensor:
-    """Eq. (5) on a windowed hypercorrelation (zeros outside the window): -> (B, Ha, Wa, O, Hk, Wk).
-
-    Outside the window both branches convolve zeros, so the output there is the sum of the two
-    biases; conv2 runs only on the outputs whose receptive field meets the window, conv1 only at
-    the kept support positions inside it.
-    """
-    if win.is_full:
-        return center_pivot_qm(layer, win.corr)
-    x = win.corr.contiguous()  # (B, Ha, Wa, C, h, w)
-    B, Ha, Wa, C, h, w = x.shape
-    (Hb, Wb), top, left = win.full, win.top, win.left
-    (kh, kw), (sh, sw), (ph, pw) = layer.kernel_size[2:], layer.stride[2:], layer.padding[2:]
-    Hk, Wk = (Hb + 2 * ph - kh) // sh + 1, (Wb + 2 * pw - kw) // sw + 1
-    O = layer.out_channels
-    bias1 = layer.conv1.bias if layer.conv1.bias is not None else x.new_zeros(O)
-    bias2 = layer.conv2.bias if layer.conv2.bias is not None else x.new_zeros(O)
-    out = (
-        (bias1 + bias2).to(x.dtype).view(1, 1, 1, O, 1, 1).expand(B, Ha, Wa, O, Hk, Wk).clone()
-    )  # (B, Ha, Wa, O, Hk, Wk)
-
-    # conv2 over the support dims, on the outputs [r0, r1) x [c0, c1) that see the window
-    r0, r1 = _affected_outputs(top, top + h, Hk, kh, sh, ph)
-    c0, c1 = _affected_outputs(left, left + w, Wk, kw, sw, pw)
-    if r0 < r1 and c0 < c1:
-        # the inputs they read, as pads (negative = crop) of the window: zeros are masked-out or border
-        need_top, need_bottom = r0 * sh - ph, (r1 - 1) * sh - ph + kh
-        need_left, need_right = c0 * sw - pw, (c1 - 1) * sw - pw + kw
-        pad = (left - need_left, need_right - left - w, top - need_top, need_bottom - top - h)
-        x2 = _pad_channels_last(x.view(B * Ha * Wa, C, h, w), pad)  # (B*Ha*Wa, C, rows, cols), channels-last
-        y2 = F.conv2d(x2, layer.conv2.weight, layer.conv2.bias, (sh, sw)).contiguous()  # (B*Ha*Wa, O, r1-r0, c1-c0)
-        y2 = y2.view(B, Ha, Wa, O, r1 - r0, c1 - c0) + bias1.to(y2.dtype).view(O, 1, 1)  # (B, Ha, Wa, O, rows, cols)
-        out[..., r0:r1, c0:c1] = y2
-
-    # conv1 over the query dims, at the kept support positions (multiples of the stride) inside the window
-    k0, k1 = -(-top // sh), (top + h - 1) // sh + 1
-    j0, j1 = -(-left // sw), (left + w - 1) // sw + 1
-    if k0 < k1 and j0 < j1:
-        kept = x[..., k0 * sh - top :: sh, j0 * sw - left :: sw][..., : k1 - k0, : j1 - j0]  # (B, Ha, Wa, C, nk, nj)
-        nk, nj = kept.shape[-2:]
-        z = kept.permute(0, 4, 5, 3, 1, 2).reshape(B * nk * nj, C, Ha, Wa)  # (B*nk*nj, C, Ha, Wa)
-        z = F.conv2d(z, layer.conv1.weight, None, 1, layer.conv1.padding)  # bias already in `out`
-        z = z.view(B, nk, nj, O, Ha, Wa).permute(0, 4, 5, 3, 1, 2)  # (B, Ha, Wa, O, nk, nj), a view
-        out[..., k0:k1, j0:j1] += z.to(out.dtype)
-    elif torch.is_grad_enabled() and layer.conv1.weight.requires_grad:
-        # No kept position inside the window: conv1 sees only zeros, so its weight gradient is 0 (as in
-        # the reference modules), not None; optimizers with momentum treat the two differently.
-        out = out + 0 * layer.conv1.weight.sum().to(out.dtype)
-    return out
-
-
-def _dense_support_matrix(conv: nn.Conv2d, Hb: int, Wb: int, Hk: int, Wk: int) -> torch.Tensor:
-    """The support-dim convolution as a matrix (C*Hb*Wb, O*Hk*Wk), gathered from its weight (no FLOPs).
-
-    Entry ((c, i, j), (o, i', j')) is weight[o, c, i - s*i' + p, j - s*j' + p] when that tap lies
-    inside the kernel, else 0 (the tap would read padding).
-    """
-    (sh, sw), (ph, pw) = conv.stride, conv.padding
-    kh, kw = conv.kernel_size
-    dev = conv.weight.device
-    ky = torch.arange(Hb, device=dev).view(1, Hb) - sh * torch.arange(Hk, device=dev).view(Hk, 1) + ph  # (Hk, Hb)
-    kx = torch.arange(Wb, device=dev).view(1, Wb) - sw * torch.arange(Wk, device=dev).view(Wk, 1) + pw  # (Wk, Wb)
-    ky = torch.where((ky >= 0) & (ky < kh), ky, kh)  # index kh / kw = the zero tap added below
-    kx = torch.where((kx >= 0) & (kx < kw), kx, kw)
-    padded = F.pad(conv.weight, (0, 1, 0, 1))  # (O, C, kh+1, kw+1), last row / column zero
-    dense = padded[:, :, ky.view(Hk, 1, Hb, 1), kx.view(1, Wk, 1, Wb)]  # (O, C, Hk, Wk, Hb, Wb)
-    return dense.permute(1, 4, 5, 0, 2, 3).reshape(conv.in_channels * Hb * Wb, -1)  # (C*Hb*Wb, O*Hk*Wk)
-
-
-def center_pivot_qm(layer: CenterPivotConv4d, x: torch.Tensor) -> torch.Tensor:
-    """Eq. (5) on a query-major tensor: (B, Ha, Wa, C, Hb, Wb) -> (B, Ha, Wa, O, Hb', Wb')."""
-    B, Ha, Wa, C, Hb, Wb = x.shape
-    if C != layer.in_channels:
-        raise ValueError(f"center_pivot_qm expects (B, Ha, Wa, {layer.in_channels}, Hb, Wb), got {tuple(x.shape)}")
-    sh, sw = layer.stride[2:]
-    kh, kw = layer.kernel_size[2:]
-    x = x.contiguous()
-    O = layer.out_channels
-
-    # conv2 over the support dims at every query position: (B*Ha*Wa, C, Hb, Wb) is a free view.
-    if Hb * Wb < kh * kw:  # tiny support grid: one matrix product, no padding taps
-        Hk, Wk = (Hb + 2 * layer.padding[2] - kh) // sh + 1, (Wb + 2 * layer.padding[3] - kw) // sw + 1
-        dense = _dense_support_matrix(layer.conv2, Hb, Wb, Hk, Wk)  # (C*Hb*Wb, O*Hk*Wk)
-        bias = layer.conv2.bias.repeat_interleave(Hk * Wk) if layer.conv2.bias is not None else None
-        flat = x.view(B * Ha * Wa, C * Hb * Wb)  # (B*Ha*Wa, C*Hb*Wb)
-        y = flat @ dense if bias is None else torch.addmm(bias, flat, dense)  # (B*Ha*Wa, O*Hk*Wk); autocast applies
-        y = y.view(B, Ha, Wa, O, Hk, Wk)  # (B, Ha, Wa, O, Hk, Wk)
-    else:
-        y = layer.conv2(x.view(B * Ha * Wa, C, Hb, Wb))  # (B*Ha*Wa, O, Hb', Wb')
-        Hk, Wk = y.shape[-2:]
-        y = y.view(B, Ha, Wa, O, Hk, Wk)  # (B, Ha, Wa, O, Hk, Wk)
-
-    # conv1 over the query dims at the kept support positions 0, s, 2s, ...: copy only those.
-    kept = x[..., ::sh, ::sw]  # (B, Ha, Wa, C, Hk, Wk)
-    if tuple(kept.shape[-2:]) != (Hk, Wk):
-        raise ValueError(
-            f"center_pivot_qm: the support-dim branch keeps {(Hk, Wk)} positions but striding keeps "
-            f"{tuple(kept.shape[-2:])}; use odd kernels with padding k // 2"
-        )
-    z = kept.permute(0, 4, 5, 3, 1, 2).reshape(B * Hk * Wk, C, Ha, Wa)  # (B*Hk*Wk, C, Ha, Wa)
-    z = layer.conv1(z)  # (B*Hk*Wk, O, Ha, Wa)
-    z = z.view(B, Hk, Wk, O, Ha, Wa).permute(0, 4, 5, 3, 1, 2)  # (B, Ha, Wa, O, Hk, Wk), a view
-    return y.add_(z.to(y.dtype))
-
-
-def group_norm_relu_qm(norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
-    """nn.GroupNorm followed by ReLU on a query-major tensor (B, Ha, Wa, C, Hb, Wb), in place when possible."""
-    B, Ha, Wa, C, Hb, Wb = x.shape
-    G = norm.num_groups
-    K = (C // G) * Hb * Wb
-    groups = x.view(B, Ha * Wa, G, K)  # (B, Ha*Wa, G, C/G*Hb*Wb)
-    # Sums over the contiguous last dim per (query position, group) in float32, combined over the
-    # positions in float64 (Chan et al.'s parallel variance): two cheap reductions, no large temporary.
-    s1 = groups.sum(dim=3, dtype=torch.float32)  # (B, Ha*Wa, G)
-    s2 = torch.linalg.vector_norm(groups, dim=3, dtype=torch.float32).square()
-    mean_k = s1.double() / K
-    m2_k = (s2.double() - s1.double() * mean_k).clamp(min=0)  # sum of squared deviations per part
-    mean = mean_k.mean(dim=1)  # (B, G)
-    var = (m2_k.sum(dim=1) + K * (mean_k - mean.unsqueeze(1)).square().sum(dim=1)) / (K * Ha * Wa)
-    mean, var = mean.float(), var.float()
-    rstd = torch.rsqrt(var + norm.eps)
-    scale = rstd.repeat_interleave(C // G, dim=1)  # (B, C)
-    shift = -mean.repeat_interleave(C // G, dim=1) * scale
-    if norm.affine:
-        scale, shift = scale * norm.weight, shift * norm.weight + norm.bias
-    shape = (B, 1, 1, C, 1, 1)
-    y = torch.addcmul(shift.view(shape).to(x.dtype), x, scale.view(shape).to(x.dtype))  # x * scale + shift
-    return y.clamp_(min=0)
 
 
 def block_qm(block: nn.Sequential, x: torch.Tensor | SupportWindow) -> torch.Tensor:

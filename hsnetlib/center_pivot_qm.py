@@ -1,0 +1,279 @@
+"""Center-pivot 4D convolution (Sec. 3.2, Eq. 5) on the fast path's query-major layout, with its own backward.
+
+Same function as :class:`hsnetlib.conv4d.CenterPivotConv4d` on the channel-major tensor, for
+tensors kept ``(B, Ha, Wa, C, Hb, Wb)``:
+
+- conv2 (support dims) reads ``(B*Ha*Wa, C, Hb, Wb)`` as a free view and writes its output in
+  the same layout; on a support grid smaller than the kernel (2x2 grid, 3x3 kernel) it is one
+  matrix product with the convolution's dense matrix, which skips the padding taps.
+- conv1 (query dims) copies only the kept support positions (1/s^2 of the input); its output is
+  added in place into conv2's.
+- The first layer of a squeeze block may get a :class:`~hsnetlib.fastpath.SupportWindow`: the
+  hypercorrelation is zero outside the mask's window, so both branches there give their biases
+  and only the outputs that see the window are convolved (:func:`center_pivot_window`).
+
+Training: autograd through those views and in-place adds of 6D tensors would copy each gradient
+several times. :class:`CenterPivotQM` and :class:`CenterPivotWindow` compute the gradients
+directly: each branch's input and weight gradients by ``aten.convolution_backward`` (or two
+matrix products for the dense form), conv1's input gradient added into conv2's at the kept
+positions, and both biases' gradients as the sum of the output gradient (each bias is added
+at every output position). Under autocast the backward runs in the forward's compute dtype.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .conv4d import CenterPivotConv4d
+
+_conv_backward = torch.ops.aten.convolution_backward
+
+
+def _weight_and_input_grads(grad_out, inp, weight, stride, padding, need_input: bool):
+    """Gradients of ``F.conv2d(inp, weight, None, stride, padding)``: -> (input grad or None, weight grad)."""
+    dt = grad_out.dtype
+    gi, gw, _ = _conv_backward(
+        grad_out, inp.to(dt), weight.to(dt), None, stride, padding, (1, 1), False, (0, 0), 1, (need_input, True, False)
+    )
+    return gi, gw.to(weight.dtype)
+
+
+def _bias_grad(grad_out: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A bias added at every output position of (B, Ha, Wa, O, Hk, Wk): the sum of the gradient per channel."""
+    return grad_out.sum(dim=(0, 1, 2, 4, 5), dtype=torch.promote_types(grad_out.dtype, torch.float32)).to(dtype)
+
+
+def _affected_outputs(lo: int, hi: int, n_out: int, k: int, s: int, p: int) -> tuple[int, int]:
+    """Along one dim of a (k, stride s, padding p) convolution: the outputs [a, b) whose receptive
+    field meets the inputs lo..hi-1."""
+    return max(0, -(-(lo + p - k + 1) // s)), min(n_out, (hi - 1 + p) // s + 1)
+
+
+def _pad_channels_last(x: torch.Tensor, pad: tuple[int, int, int, int]) -> torch.Tensor:
+    """``F.pad(x, pad)`` (negative = crop) written into a channels-last buffer: (N, C, h, w) -> (N, C, h', w').
+
+    The first squeeze layers convolve a few input channels over many small grids; in that shape
+    the convolution (and the gradient of its weight) runs about twice as fast channels-last, and
+    padding straight into such a buffer costs no extra copy.
+    """
+    left, right, top, bottom = pad
+    N, C, h, w = x.shape
+    x = x[:, :, max(0, -top) : h - max(0, -bottom), max(0, -left) : w - max(0, -right)]  # the crops
+    top, bottom, left, right = (max(0, p) for p in (top, bottom, left, right))
+    h, w = x.shape[-2:]
+    out = x.new_zeros(N, top + h + bottom, left + w + right, C).permute(0, 3, 1, 2)  # (N, C, h', w') view
+    out[:, :, top : top + h, left : left + w] = x
+    return out
+
+
+def _dense_support_matrix(conv: nn.Conv2d, Hb: int, Wb: int, Hk: int, Wk: int) -> torch.Tensor:
+    """The support-dim convolution as a matrix (C*Hb*Wb, O*Hk*Wk), gathered from its weight (no FLOPs).
+
+    Entry ((c, i, j), (o, i', j')) is weight[o, c, i - s*i' + p, j - s*j' + p] when that tap lies
+    inside the kernel, else 0 (the tap would read padding).
+    """
+    (sh, sw), (ph, pw) = conv.stride, conv.padding
+    kh, kw = conv.kernel_size
+    dev = conv.weight.device
+    ky = torch.arange(Hb, device=dev).view(1, Hb) - sh * torch.arange(Hk, device=dev).view(Hk, 1) + ph  # (Hk, Hb)
+    kx = torch.arange(Wb, device=dev).view(1, Wb) - sw * torch.arange(Wk, device=dev).view(Wk, 1) + pw  # (Wk, Wb)
+    ky = torch.where((ky >= 0) & (ky < kh), ky, kh)  # index kh / kw = the zero tap added below
+    kx = torch.where((kx >= 0) & (kx < kw), kx, kw)
+    padded = F.pad(conv.weight, (0, 1, 0, 1))  # (O, C, kh+1, kw+1), last row / column zero
+    dense = padded[:, :, ky.view(Hk, 1, Hb, 1), kx.view(1, Wk, 1, Wb)]  # (O, C, Hk, Wk, Hb, Wb)
+    return dense.permute(1, 4, 5, 0, 2, 3).reshape(conv.in_channels * Hb * Wb, -1)  # (C*Hb*Wb, O*Hk*Wk)
+
+
+def _needs_grad(tensors) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+# ---- every support position: (B, Ha, Wa, C, Hb, Wb) -> (B, Ha, Wa, O, Hk, Wk) ----
+
+
+def _qm_forward(x, w1, b1, w2, b2, stride, padding, padding1, out_hw):
+    """Both branches of Eq. (5); ``w2`` is conv2's weight (O, C, kh, kw) or its dense matrix
+    (C*Hb*Wb, O*Hk*Wk), ``b2`` its bias (O) or (O*Hk*Wk). -> y (B, Ha, Wa, O, Hk, Wk) and conv1's
+    input (B*Hk*Wk, C, Ha, Wa)."""
+    B, Ha, Wa, C, Hb, Wb = x.shape
+    (Hk, Wk), (sh, sw), O = out_hw, stride, w1.shape[0]
+    if w2.dim() == 2:  # dense form on a tiny support grid
+        flat = x.view(B * Ha * Wa, C * Hb * Wb)  # (B*Ha*Wa, C*Hb*Wb)
+        y = flat @ w2 if b2 is None else torch.addmm(b2, flat, w2)  # (B*Ha*Wa, O*Hk*Wk); autocast applies
+    else:
+        y = F.conv2d(x.view(B * Ha * Wa, C, Hb, Wb), w2, b2, stride, padding)  # (B*Ha*Wa, O, Hk, Wk)
+    y = y.view(B, Ha, Wa, O, Hk, Wk)  # (B, Ha, Wa, O, Hk, Wk)
+    z_in = x[..., ::sh, ::sw].permute(0, 4, 5, 3, 1, 2).reshape(B * Hk * Wk, C, Ha, Wa)  # (B*Hk*Wk, C, Ha, Wa)
+    z = F.conv2d(z_in, w1, b1, 1, padding1)  # (B*Hk*Wk, O, Ha, Wa)
+    y.add_(z.view(B, Hk, Wk, O, Ha, Wa).permute(0, 4, 5, 3, 1, 2).to(y.dtype))  # (B, Ha, Wa, O, Hk, Wk)
+    return y, z_in
+
+
+class CenterPivotQM(torch.autograd.Function):
+    """Eq. (5) on a query-major tensor, differentiable in the input and both convolutions' parameters."""
+
+    @staticmethod
+    def forward(ctx, x, w1, b1, w2, b2, stride, padding, padding1, out_hw):
+        y, z_in = _qm_forward(x, w1, b1, w2, b2, stride, padding, padding1, out_hw)
+        ctx.save_for_backward(x, z_in, w1, w2)
+        ctx.geometry = stride, padding, padding1
+        ctx.has_bias = b1 is not None, b2 is not None
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        x, z_in, w1, w2 = ctx.saved_tensors
+        (sh, sw), padding, padding1 = ctx.geometry
+        B, Ha, Wa, C, Hb, Wb = x.shape
+        _, _, _, O, Hk, Wk = g.shape
+        need_x = ctx.needs_input_grad[0]
+        g = g.contiguous()  # (B, Ha, Wa, O, Hk, Wk)
+        grad_x = grad_b2 = None
+        if w2.dim() == 2:  # dense form: y = flat @ w2 (+ b2)
+            g2 = g.view(B * Ha * Wa, O * Hk * Wk)  # (B*Ha*Wa, O*Hk*Wk)
+            if need_x:
+                grad_x = (g2 @ w2.to(g.dtype).t()).view(B, Ha, Wa, C, Hb, Wb)
+            grad_w2 = (x.to(g.dtype).view(B * Ha * Wa, -1).t() @ g2).to(w2.dtype)  # (C*Hb*Wb, O*Hk*Wk)
+            if ctx.has_bias[1]:
+                grad_b2 = g2.sum(dim=0, dtype=torch.promote_types(g.dtype, torch.float32)).to(w2.dtype)  # (O*Hk*Wk)
+        else:
+            x2 = x.view(B * Ha * Wa, C, Hb, Wb)
+            gx, grad_w2 = _weight_and_input_grads(g.view(B * Ha * Wa, O, Hk, Wk), x2, w2, (sh, sw), padding, need_x)
+            grad_x = gx.view(B, Ha, Wa, C, Hb, Wb) if need_x else None
+            grad_b2 = _bias_grad(g, w2.dtype) if ctx.has_bias[1] else None
+        gz = g.permute(0, 4, 5, 3, 1, 2).reshape(B * Hk * Wk, O, Ha, Wa)  # (B*Hk*Wk, O, Ha, Wa)
+        gk, grad_w1 = _weight_and_input_grads(gz, z_in, w1, (1, 1), padding1, need_x)
+        if need_x:
+            grad_x[..., ::sh, ::sw] += gk.view(B, Hk, Wk, C, Ha, Wa).permute(0, 4, 5, 3, 1, 2)
+            grad_x = grad_x.to(x.dtype)
+        grad_b1 = _bias_grad(g, w1.dtype) if ctx.has_bias[0] else None
+        return grad_x, grad_w1, grad_b1, grad_w2, grad_b2, None, None, None, None
+
+
+def center_pivot_qm(layer: CenterPivotConv4d, x: torch.Tensor) -> torch.Tensor:
+    """Eq. (5) on a query-major tensor: (B, Ha, Wa, C, Hb, Wb) -> (B, Ha, Wa, O, Hb', Wb')."""
+    B, Ha, Wa, C, Hb, Wb = x.shape
+    if C != layer.in_channels:
+        raise ValueError(f"center_pivot_qm expects (B, Ha, Wa, {layer.in_channels}, Hb, Wb), got {tuple(x.shape)}")
+    (kh, kw), (sh, sw), (ph, pw) = layer.kernel_size[2:], layer.stride[2:], layer.padding[2:]
+    Hk, Wk = (Hb + 2 * ph - kh) // sh + 1, (Wb + 2 * pw - kw) // sw + 1
+    if (Hk, Wk) != (len(range(0, Hb, sh)), len(range(0, Wb, sw))):
+        raise ValueError(
+            f"center_pivot_qm: the support-dim branch keeps {(Hk, Wk)} positions but striding keeps "
+            f"{(len(range(0, Hb, sh)), len(range(0, Wb, sw)))}; use odd kernels with padding k // 2"
+        )
+    w1, b1, w2, b2 = layer.conv1.weight, layer.conv1.bias, layer.conv2.weight, layer.conv2.bias
+    if Hb * Wb < kh * kw:  # tiny support grid: the dense matrix, no padding taps
+        w2 = _dense_support_matrix(layer.conv2, Hb, Wb, Hk, Wk)  # (C*Hb*Wb, O*Hk*Wk)
+        b2 = b2.repeat_interleave(Hk * Wk) if b2 is not None else None  # (O*Hk*Wk)
+    args = (x.contiguous(), w1, b1, w2, b2, (sh, sw), (ph, pw), layer.conv1.padding, (Hk, Wk))
+    if _needs_grad(args[:5]):
+        return CenterPivotQM.apply(*args)
+    return _qm_forward(*args)[0]
+
+
+# ---- a windowed hypercorrelation (first layer of a squeeze block, no input gradient) ----
+
+
+def _window_forward(x, full, top, left, w1, b1, w2, b2, stride, padding, padding1):
+    """Eq. (5) on a hypercorrelation that is zero outside rows top..top+h-1, columns left..left+w-1
+    of the (Hb, Wb) support grid, given as its window x (B, Ha, Wa, C, h, w).
+
+    -> out (B, Ha, Wa, O, Hk, Wk) and, for the backward, conv2's input and output region (or None)
+    and conv1's input and kept-position region (or None)."""
+    B, Ha, Wa, C, h, w = x.shape
+    (Hb, Wb), (sh, sw), (ph, pw) = full, stride, padding
+    kh, kw = w2.shape[-2:]
+    Hk, Wk = (Hb + 2 * ph - kh) // sh + 1, (Wb + 2 * pw - kw) // sw + 1
+    O = w1.shape[0]
+    bias = (b1 if b1 is not None else 0) + (b2 if b2 is not None else 0)
+    bias = bias if torch.is_tensor(bias) else x.new_zeros(O)  # (O): both branches' biases, at every output
+
+    # conv2 over the support dims, on the outputs [r0, r1) x [c0, c1) that see the window
+    r0, r1 = _affected_outputs(top, top + h, Hk, kh, sh, ph)
+    c0, c1 = _affected_outputs(left, left + w, Wk, kw, sw, pw)
+    x2 = region2 = None
+    if r0 < r1 and c0 < c1:
+        # the inputs they read, as pads (negative = crop) of the window: zeros are masked-out or border
+        need_top, need_bottom = r0 * sh - ph, (r1 - 1) * sh - ph + kh
+        need_left, need_right = c0 * sw - pw, (c1 - 1) * sw - pw + kw
+        pad = (left - need_left, need_right - left - w, top - need_top, need_bottom - top - h)
+        x2 = _pad_channels_last(x.view(B * Ha * Wa, C, h, w), pad)  # (B*Ha*Wa, C, rows, cols), channels-last
+        y2 = F.conv2d(x2, w2, bias, (sh, sw)).contiguous()  # (B*Ha*Wa, O, r1-r0, c1-c0), both biases added
+        y2 = y2.view(B, Ha, Wa, O, r1 - r0, c1 - c0)  # (B, Ha, Wa, O, rows, cols)
+        region2 = (r0, r1, c0, c1)
+    if region2 == (0, Hk, 0, Wk):
+        out = y2  # the window reaches every output
+    else:
+        dtype = y2.dtype if region2 is not None else x.dtype  # the convolution's, under autocast
+        out = bias.to(dtype).view(1, 1, 1, O, 1, 1).expand(B, Ha, Wa, O, Hk, Wk).clone()  # (B, Ha, Wa, O, Hk, Wk)
+        if region2 is not None:
+            out[..., r0:r1, c0:c1] = y2
+
+    # conv1 over the query dims, at the kept support positions (multiples of the stride) inside the window
+    k0, k1 = -(-top // sh), (top + h - 1) // sh + 1
+    j0, j1 = -(-left // sw), (left + w - 1) // sw + 1
+    z_in = region1 = None
+    if k0 < k1 and j0 < j1:
+        kept = x[..., k0 * sh - top :: sh, j0 * sw - left :: sw][..., : k1 - k0, : j1 - j0]  # (B, Ha, Wa, C, nk, nj)
+        nk, nj = kept.shape[-2:]
+        z_in = kept.permute(0, 4, 5, 3, 1, 2).reshape(B * nk * nj, C, Ha, Wa)  # (B*nk*nj, C, Ha, Wa)
+        z = F.conv2d(z_in, w1, None, 1, padding1)  # bias already in `out`
+        z = z.view(B, nk, nj, O, Ha, Wa).permute(0, 4, 5, 3, 1, 2)  # (B, Ha, Wa, O, nk, nj), a view
+        out[..., k0:k1, j0:j1] += z.to(out.dtype)
+        region1 = (k0, k1, j0, j1)
+    return out, x2, region2, z_in, region1
+
+
+class CenterPivotWindow(torch.autograd.Function):
+    """:func:`center_pivot_window`, differentiable in the convolutions' parameters (the
+    hypercorrelation is a constant: the backbone is frozen)."""
+
+    @staticmethod
+    def forward(ctx, x, full, top, left, w1, b1, w2, b2, stride, padding, padding1):
+        out, x2, region2, z_in, region1 = _window_forward(x, full, top, left, w1, b1, w2, b2, stride, padding, padding1)
+        ctx.save_for_backward(x2, z_in, w1, w2)
+        ctx.regions, ctx.geometry = (region2, region1), (stride, padding1)
+        ctx.has_bias = b1 is not None, b2 is not None
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        x2, z_in, w1, w2 = ctx.saved_tensors
+        (region2, region1), (stride, padding1) = ctx.regions, ctx.geometry
+        B, Ha, Wa, O = g.shape[:4]
+        grad_w1, grad_w2 = torch.zeros_like(w1), torch.zeros_like(w2)  # a branch that sees only zeros: 0, not None
+        if region2 is not None:
+            r0, r1, c0, c1 = region2
+            g2 = g[..., r0:r1, c0:c1].reshape(B * Ha * Wa, O, r1 - r0, c1 - c0)  # (B*Ha*Wa, O, rows, cols)
+            grad_w2 = _weight_and_input_grads(g2, x2, w2, stride, (0, 0), False)[1]
+        if region1 is not None:
+            k0, k1, j0, j1 = region1
+            gz = g[..., k0:k1, j0:j1].permute(0, 4, 5, 3, 1, 2).reshape(-1, O, Ha, Wa)  # (B*nk*nj, O, Ha, Wa)
+            grad_w1 = _weight_and_input_grads(gz, z_in, w1, (1, 1), padding1, False)[1]
+        grad_b = _bias_grad(g, w1.dtype)
+        grad_b1 = grad_b if ctx.has_bias[0] else None
+        grad_b2 = (grad_b.clone() if ctx.has_bias[0] else grad_b) if ctx.has_bias[1] else None
+        return None, None, None, None, grad_w1, grad_b1, grad_w2, grad_b2, None, None, None
+
+
+def center_pivot_window(layer: CenterPivotConv4d, win) -> torch.Tensor:
+    """Eq. (5) on a windowed hypercorrelation (:class:`~hsnetlib.fastpath.SupportWindow`, zeros
+    outside the window): -> (B, Ha, Wa, O, Hk, Wk).
+
+    Outside the window both branches convolve zeros, so the output there is the sum of the two
+    biases; conv2 runs only on the outputs whose receptive field meets the window, conv1 only at
+    the kept support positions inside it.
+    """
+    if win.is_full:
+        return center_pivot_qm(layer, win.corr)
+    if win.corr.requires_grad:  # not the model's case (a frozen backbone): the dense layer gives the input gradient
+        return center_pivot_qm(layer, win.dense())
+    params = (layer.conv1.weight, layer.conv1.bias, layer.conv2.weight, layer.conv2.bias)
+    args = (win.corr.contiguous(), win.full, win.top, win.left, *params)
+    args += (layer.stride[2:], layer.padding[2:], layer.conv1.padding)
+    if _needs_grad(params):
+        return CenterPivotWindow.apply(*args)
+    return _window_forward(*args)[0]
