@@ -240,14 +240,12 @@ class HSNet(nn.Module):
 
     @torch.no_grad()
     def fast_features(self, img: torch.Tensor) -> list[torch.Tensor]:
-        """:meth:`features` through ``self.folded_backbone``: a copy of the backbone with BatchNorm
-        folded into the convolutions and channels-last weights (:class:`~hsnetlib.backbone.FoldedBackbone`,
+        """:meth:`features` through ``self.folded_backbone``: the backbone with BatchNorm folded into the
+        convolutions, channels-last, on CPU as fused oneDNN convolutions (:class:`~hsnetlib.backbone.FoldedBackbone`,
         built on first use, rebuilt when the backbone changes; ``model.folded_backbone.clear()`` frees it).
         Same features up to float rounding; they come out channels-last."""
-        net = self.folded_backbone.get(self.backbone)
-        return self._select(
-            extract_features(self.backbone_name, net, img.contiguous(memory_format=torch.channels_last))
-        )
+        img = img.contiguous(memory_format=torch.channels_last)
+        return self._select(self.folded_backbone.features(self.backbone, img))
 
     @torch.no_grad()
     def hypercorrelation(self, query_feats, support_feats, support_mask) -> list[torch.Tensor]:

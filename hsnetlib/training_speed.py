@@ -11,8 +11,10 @@ of the same initial weights and its own Adam:
 
 Time: median of ``repeats`` interleaved rounds after a warm-up round (:func:`hsnetlib.profile.time_paths`).
 Memory: CUDA: peak allocated during one step. CPU: the rise of the process's peak resident set
-during one step, in a fresh process per path, after a small warm-up step that builds what
-every step reuses (Adam state, gradients, the folded backbone copy of the fused path).
+during one step, in a fresh process per path, after a small warm-up step (64 px, batch 1) that
+builds what every step reuses (Adam state, gradients). The fused path's backbone weights in
+oneDNN's layout depend on the batch shape, so the set for the measured shape is built, and
+counted, in the measured step.
 Inputs are random (query, support, ground truth) with support masks of one kind of
 :func:`hsnetlib.profile.bench_masks`: the fast path's gain depends on the mask's extent.
 """

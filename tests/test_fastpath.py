@@ -213,9 +213,9 @@ def test_fast_features_equal_features(backbone):
         assert f.shape == r.shape and f.is_contiguous(memory_format=torch.channels_last)
         torch.testing.assert_close(f, r, rtol=1e-4, atol=1e-4 * r.abs().max().item())
     assert not any(k.startswith(("_fast", "folded")) for k in model.state_dict())
-    assert model.folded_backbone.net is not None
+    assert model.folded_backbone.built
     model.folded_backbone.clear()
-    assert model.folded_backbone.net is None
+    assert not model.folded_backbone.built
 
 
 def test_fast_features_follow_backbone_changes():
