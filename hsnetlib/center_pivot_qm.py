@@ -27,6 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .conv4d import CenterPivotConv4d
+from .groupnorm_qm import channel_sums
 
 _conv_backward = torch.ops.aten.convolution_backward
 
@@ -42,7 +43,7 @@ def _weight_and_input_grads(grad_out, inp, weight, stride, padding, need_input: 
 
 def _bias_grad(grad_out: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """A bias added at every output position of (B, Ha, Wa, O, Hk, Wk): the sum of the gradient per channel."""
-    return grad_out.sum(dim=(0, 1, 2, 4, 5), dtype=torch.promote_types(grad_out.dtype, torch.float32)).to(dtype)
+    return channel_sums(grad_out, torch.promote_types(grad_out.dtype, torch.float32)).sum(dim=0).to(dtype)
 
 
 def _affected_outputs(lo: int, hi: int, n_out: int, k: int, s: int, p: int) -> tuple[int, int]:
@@ -63,8 +64,10 @@ def _pad_channels_last(x: torch.Tensor, pad: tuple[int, int, int, int]) -> torch
     x = x[:, :, max(0, -top) : h - max(0, -bottom), max(0, -left) : w - max(0, -right)]  # the crops
     top, bottom, left, right = (max(0, p) for p in (top, bottom, left, right))
     h, w = x.shape[-2:]
-    out = x.new_zeros(N, top + h + bottom, left + w + right, C).permute(0, 3, 1, 2)  # (N, C, h', w') view
+    out = x.new_empty(N, top + h + bottom, left + w + right, C).permute(0, 3, 1, 2)  # (N, C, h', w') view
     out[:, :, top : top + h, left : left + w] = x
+    for strip in (out[:, :, :top], out[:, :, top + h :], out[:, :, :, :left], out[:, :, :, left + w :]):
+        strip.zero_()  # only the padding: writing the whole buffer twice costs a pass over it
     return out
 
 
@@ -136,19 +139,20 @@ class CenterPivotQM(torch.autograd.Function):
             if need_x:
                 grad_x = (g2 @ w2.to(g.dtype).t()).view(B, Ha, Wa, C, Hb, Wb)
             grad_w2 = (x.to(g.dtype).view(B * Ha * Wa, -1).t() @ g2).to(w2.dtype)  # (C*Hb*Wb, O*Hk*Wk)
-            if ctx.has_bias[1]:
-                grad_b2 = g2.sum(dim=0, dtype=torch.promote_types(g.dtype, torch.float32)).to(w2.dtype)  # (O*Hk*Wk)
         else:
             x2 = x.view(B * Ha * Wa, C, Hb, Wb)
             gx, grad_w2 = _weight_and_input_grads(g.view(B * Ha * Wa, O, Hk, Wk), x2, w2, (sh, sw), padding, need_x)
             grad_x = gx.view(B, Ha, Wa, C, Hb, Wb) if need_x else None
-            grad_b2 = _bias_grad(g, w2.dtype) if ctx.has_bias[1] else None
         gz = g.permute(0, 4, 5, 3, 1, 2).reshape(B * Hk * Wk, O, Ha, Wa)  # (B*Hk*Wk, O, Ha, Wa)
         gk, grad_w1 = _weight_and_input_grads(gz, z_in, w1, (1, 1), padding1, need_x)
         if need_x:
             grad_x[..., ::sh, ::sw] += gk.view(B, Hk, Wk, C, Ha, Wa).permute(0, 4, 5, 3, 1, 2)
             grad_x = grad_x.to(x.dtype)
-        grad_b1 = _bias_grad(g, w1.dtype) if ctx.has_bias[0] else None
+        # each bias is added at every output position: Σ of the gradient over items and query positions
+        sums = g.view(B * Ha * Wa, O, Hk * Wk).sum(dim=0, dtype=torch.promote_types(g.dtype, torch.float32))
+        grad_b1 = sums.sum(dim=1).to(w1.dtype) if ctx.has_bias[0] else None  # (O)
+        if ctx.has_bias[1]:  # (O*Hk*Wk) for the dense form's bias, (O) for conv2's
+            grad_b2 = (sums.flatten() if w2.dim() == 2 else sums.sum(dim=1)).to(w2.dtype)
         return grad_x, grad_w1, grad_b1, grad_w2, grad_b2, None, None, None, None
 
 

@@ -39,6 +39,16 @@ def group_stats(x: torch.Tensor, groups: int, eps: float) -> tuple[torch.Tensor,
     return mean.to(acc), torch.rsqrt(var + eps).to(acc)
 
 
+def channel_sums(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Σ over every axis but (item, channel) of a query-major (B, Ha, Wa, C, Hb, Wb): -> (B, C) in ``dtype``.
+
+    First over the query positions with the contiguous (C, Hb, Wb) block innermost (a vectorized
+    outer reduction; summing over axes (1, 2, 4, 5) at once is several times slower on small grids).
+    """
+    B, Ha, Wa, C, Hb, Wb = t.shape
+    return t.reshape(B, Ha * Wa, C * Hb * Wb).sum(dim=1, dtype=dtype).view(B, C, Hb * Wb).sum(dim=2)
+
+
 def _affine(mean, rstd, weight, bias, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-(item, channel) scale and shift of the normalization + affine map: (B, G) -> (B, C), (B, C)."""
     per_group = channels // mean.shape[1]
@@ -76,10 +86,9 @@ class GroupNormReLU(torch.autograd.Function):
         shape = (B, 1, 1, C, 1, 1)
         g = torch.where(y > 0, grad_y, 0)  # ĝ: the gradient before the ReLU
         out = g * x  # reused below as the input gradient's buffer
-        dims = (1, 2, 4, 5)  # every axis but (item, channel)
         acc = mean.dtype  # float32, or float64 for a float64 x
-        s_g = g.sum(dim=dims, dtype=acc).double()  # (B, C): Σ ĝ
-        s_gx = out.sum(dim=dims, dtype=acc).double()  # (B, C): Σ ĝ x
+        s_g = channel_sums(g, acc).double()  # (B, C): Σ ĝ
+        s_gx = channel_sums(out, acc).double()  # (B, C): Σ ĝ x
         m, r = mean.double().repeat_interleave(C // G, dim=1), rstd.double().repeat_interleave(C // G, dim=1)
         s_gxhat = r * (s_gx - m * s_g)  # (B, C): Σ ĝ x̂
         gamma = weight.double().expand(B, C) if weight is not None else torch.ones_like(s_g)
