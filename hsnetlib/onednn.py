@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.fusion import fuse_conv_bn_weights
+from torch.utils.flop_counter import conv_flop_count, flop_registry, register_flop_formula
 
 
 def usable(img: torch.Tensor) -> bool:
@@ -33,6 +34,17 @@ def usable(img: torch.Tensor) -> bool:
         and torch.backends.mkldnn.enabled
         and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
     )
+
+
+def _pointwise_conv_flops(x_shape, *args, out_shape=None, **kwargs) -> int:
+    """FLOPs of ``mkldnn._convolution_pointwise`` (X, W, ...) and of its ``.binary`` form (X, other, W, ...)
+    for ``torch.utils.flop_counter``, as for any convolution: the post-ops are not counted."""
+    w_shape = args[0] if isinstance(args[6], str) else args[1]
+    return conv_flop_count(x_shape, w_shape, out_shape)
+
+
+if hasattr(torch.ops.mkldnn, "_convolution_pointwise") and torch.ops.mkldnn._convolution_pointwise not in flop_registry:
+    register_flop_formula(torch.ops.mkldnn._convolution_pointwise)(_pointwise_conv_flops)
 
 
 class PackedResNet:

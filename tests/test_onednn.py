@@ -79,3 +79,16 @@ def test_autocast_batches_take_the_folded_copy():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         model.fast_features(torch.randn(1, 3, 64, 64))
     assert model.folded_backbone.net is not None and model.folded_backbone.packed is None
+
+
+def test_flop_counter_counts_the_fused_convolutions():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = HSNet("resnet50").eval()
+    img = torch.randn(1, 3, 64, 64)
+    counts = []
+    for features in (model.features, model.fast_features):
+        with FlopCounterMode(display=False) as counter:
+            features(img)
+        counts.append(counter.get_total_flops())
+    assert counts[0] > 0 and counts[1] == counts[0]
