@@ -27,7 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .conv4d import CenterPivotConv4d
-from .groupnorm_qm import channel_sums
+from .groupnorm_qm import _needs_grad, channel_sums
 
 _conv_backward = torch.ops.aten.convolution_backward
 
@@ -87,10 +87,6 @@ def _dense_support_matrix(conv: nn.Conv2d, Hb: int, Wb: int, Hk: int, Wk: int) -
     padded = F.pad(conv.weight, (0, 1, 0, 1))  # (O, C, kh+1, kw+1), last row / column zero
     dense = padded[:, :, ky.view(Hk, 1, Hb, 1), kx.view(1, Wk, 1, Wb)]  # (O, C, Hk, Wk, Hb, Wb)
     return dense.permute(1, 4, 5, 0, 2, 3).reshape(conv.in_channels * Hb * Wb, -1)  # (C*Hb*Wb, O*Hk*Wk)
-
-
-def _needs_grad(tensors) -> bool:
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 # ---- every support position: (B, Ha, Wa, C, Hb, Wb) -> (B, Ha, Wa, O, Hk, Wk) ----

@@ -6,7 +6,7 @@ episodes: "all foreground" and a correlation threshold (what Eq. 1-2 give withou
 learner). Writes ``results.csv``, ``predictions.png`` and the training run folder.
 
 Departures from the paper, for a CPU budget: 96x96 inputs instead of 400x400, batch 8,
-800 steps (two epochs), the first ``episodes`` test episodes per setting (the full
+900 steps (two epochs), the first ``episodes`` test episodes per setting (the full
 1000-episode protocol: ``hsnet test --benchmark toy``). The budget is about 10 minutes on two
 cores; 96 px rather than 128 px because, at the same budget, the smaller inputs train more steps
 and the toy model is still improving steeply at a few hundred steps

@@ -1,5 +1,6 @@
-"""GroupNorm + ReLU of the 4D learner (Sec. 3.2: every 4D conv is followed by GroupNorm(4) and ReLU)
-in the fast path's query-major layout ``(B, Ha, Wa, C, Hb, Wb)``, with its own backward pass.
+"""GroupNorm + ReLU of the 4D learner (Sec. 3.2: each block is a 4D convolution, group normalization
+and ReLU; 4 groups, as in the official code) in the fast path's query-major layout
+``(B, Ha, Wa, C, Hb, Wb)``, with its own backward pass.
 
 Same function as ``relu(nn.GroupNorm(G, C)(x))`` on the channel-major tensor; statistics per
 (item, group) over the group's channels and all query and support positions.
@@ -104,13 +105,18 @@ class GroupNormReLU(torch.autograd.Function):
         return grad_x, grad_w, grad_b, None, None
 
 
+def _needs_grad(tensors) -> bool:
+    """True when autograd must track a call on ``tensors`` (then the Functions here run)."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 def group_norm_relu_qm(norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
     """nn.GroupNorm followed by ReLU on a query-major tensor (B, Ha, Wa, C, Hb, Wb).
 
     With gradients: :class:`GroupNormReLU`. Without: the same forward, no tensor kept.
     """
     weight, bias = (norm.weight, norm.bias) if norm.affine else (None, None)
-    if torch.is_grad_enabled() and (x.requires_grad or (weight is not None and weight.requires_grad)):
+    if _needs_grad((x, weight)):
         return GroupNormReLU.apply(x, weight, bias, norm.num_groups, norm.eps)
     mean, rstd = group_stats(x.contiguous(), norm.num_groups, norm.eps)
     return _normalize_relu(x, *_affine(mean, rstd, weight, bias, x.shape[3]))

@@ -1,4 +1,4 @@
-"""The frozen ResNet copy's forward on CPU as fused oneDNN convolutions (the fast path's backbone).
+"""The frozen ResNet's forward on CPU as fused oneDNN convolutions (the fast path's backbone).
 
 :func:`hsnetlib.backbone.resnet_features` on the BatchNorm-folded copy runs each convolution,
 then its ReLU or the residual addition, as separate passes, and oneDNN re-lays out every

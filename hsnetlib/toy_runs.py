@@ -7,7 +7,7 @@ finished run already; so the training notebook trains once and the notebooks aft
 folder, and a run stopped half-way continues where it stopped (``resume``).
 
 Departures from the paper, for a CPU budget (said wherever a number is shown): 96x96 inputs
-instead of 400x400, batch 8, a few hundred steps (160 in the notebooks, 800 in ``hsnet demo``), validation
+instead of 400x400, batch 8, a few hundred steps (160 in the notebooks, 900 in ``hsnet demo``), validation
 on the first 100 episodes of the held-out fold. The ResNet-50 backbone has ImageNet weights
 when torchvision's file is on disk (or can be downloaded); otherwise random weights whose
 BatchNorm statistics are re-estimated on toy training images (``recalibrate_bn``, not in the
@@ -47,7 +47,7 @@ class ToyRecipe:
 
 
 NOTEBOOK = ToyRecipe()  # the training notebook, the ablations and every notebook that needs a trained model
-DEMO = ToyRecipe(img_size=96, epochs=2, steps_per_epoch=400, val_episodes=100)  # hsnet demo (about 10 min)
+DEMO = ToyRecipe(img_size=96, epochs=2, steps_per_epoch=450, val_episodes=100)  # hsnet demo (about 9-10 min)
 
 
 def backbone_weights(backbone: str = "resnet50", download: bool = True) -> tuple[str | None, str]:

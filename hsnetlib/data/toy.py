@@ -126,8 +126,8 @@ def _background(rs: np.random.RandomState, n: int) -> np.ndarray:
 def render(seed: int, fold: int, split: str, index: int) -> tuple[np.ndarray, np.ndarray]:
     """-> (RGB uint8 (N, N, 3), label map uint8 (N, N) with class + 1, 0 background).
 
-    Cached: a training run draws every image of its pool several times (``hsnet demo``'s 800
-    steps of 8 one-shot episodes read 12800 images from a pool of 2000), and rendering (~19 ms an
+    Cached: a training run draws every image of its pool several times (``hsnet demo``'s 900
+    steps of 8 one-shot episodes read 14400 images from a pool of 2000), and rendering (~19 ms an
     image, 16 per step) would otherwise cost a large share of a small-image training step on two
     cores. The cache lives in the process that reads the data: load in the main process
     (``num_workers=0``) for it to last across epochs.
