@@ -39,14 +39,15 @@ def main():
         units = fastpath.unit_query_features(fq_fast)
         windows = fastpath.hypercorrelation_qm(units, fs_fast, m, model.pyramid_sizes)
         dense_qm = [w.dense() for w in windows]
+        copy = model.folded_backbone.get(model.backbone)  # BatchNorm-folded, channels-last
+        img = q.contiguous(memory_format=torch.channels_last)
         backbone = {
             "features (official)": lambda: model.features(q),
-            "BN folded, channels-last": lambda: model.fast_features(q),
+            "BN folded, channels-last copy": lambda: extract_features(args.backbone, copy, img),
+            "fast_features (CPU: fused oneDNN)": lambda: model.fast_features(q),
         }
         if args.compile:  # not part of predict: an optional lever, measured here only
-            copy = model.folded_backbone.get(model.backbone)
             compiled = torch.compile(lambda img: extract_features(args.backbone, copy, img))
-            img = q.contiguous(memory_format=torch.channels_last)
             t0 = time.perf_counter()
             compiled(img)
             print(f"torch.compile of the backbone copy: {time.perf_counter() - t0:.1f} s to compile")
