@@ -46,7 +46,7 @@ class CorrelationBaseline(torch.nn.Module):
 
     def __init__(self, backbone="resnet50", weights=None, net: torch.nn.Module | None = None, features=None):
         """``features``: a function (B, 3, H, W) -> the backbone's features, shallow to deep, used
-        instead of running ``net`` (:meth:`of_model` passes an HSNet's BatchNorm-folded copy)."""
+        instead of running ``net`` (:meth:`of_model` passes an HSNet's fast backbone, ``fast_features``)."""
         super().__init__()
         check_backbone_name(backbone)
         self.backbone_name = backbone
@@ -55,7 +55,8 @@ class CorrelationBaseline(torch.nn.Module):
 
     @classmethod
     def of_model(cls, model) -> CorrelationBaseline:
-        """The baseline on an HSNet's backbone, through its folded copy (the same features up to float rounding)."""
+        """The baseline on an HSNet's backbone, through ``model.fast_features`` (BatchNorm folded; on CPU
+        fused oneDNN convolutions): the same features up to float rounding."""
         return cls(model.backbone_name, net=model.backbone, features=model.fast_features)
 
     @torch.no_grad()

@@ -79,7 +79,7 @@ def train_demo_model(out: Path, recipe: ToyRecipe, weights, progress: bool):
 def evaluate_demo(model, recipe: ToyRecipe, episodes: int, progress: bool, out: Path) -> pd.DataFrame:
     """HSNet and the two training-free baselines, 1- and 5-shot, on the same test episodes;
     draws the first four 1-shot episodes into ``out/predictions.png``."""
-    baseline = CorrelationBaseline.of_model(model)  # HSNet's backbone, through its folded copy
+    baseline = CorrelationBaseline.of_model(model)  # HSNet's fast backbone (model.fast_features)
     rows = []
     for shot in (1, 5):
         test = make_benchmark("toy", fold=0, split="test", shot=shot, img_size=recipe.img_size, num_episodes=episodes)
