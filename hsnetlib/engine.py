@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import math
 import os
 import random
@@ -46,6 +47,9 @@ from .model import HSNet
 from .train_config import RESUMABLE, TrainConfig
 
 RUN_FILES = ("config.json", "metrics.csv", "last.pt", "best.pt")
+# Progress events of a run (one INFO record each: every optimizer step, validation, checkpoint); silent
+# unless the caller configures logging (``logging.basicConfig(level=logging.INFO)``).
+log = logging.getLogger("hsnetlib.engine")
 
 
 class RunFolderError(HSNetError):
@@ -211,6 +215,7 @@ def train_one_epoch(
         scheduler.step()
         total_loss += loss.item()
         steps += 1
+        log.info("%s: step %d done, loss %.4f", desc, steps, loss.item())
         meter.update(*intersection_union(logits.argmax(1), gt), batch["class_id"])
         bar.set_postfix(loss=f"{total_loss / steps:.3f}", miou=f"{meter.miou():.1f}")
     return {"loss": total_loss / max(steps, 1), "miou": meter.miou(), "fb_iou": meter.fb_iou(), "steps": steps}
@@ -384,14 +389,17 @@ def train(config: TrainConfig) -> TrainResult:
                 max_episodes=config.val_episodes,
             )
             row["val_miou"], row["val_fb_iou"] = result.miou, result.fb_iou
+            log.info("epoch %d: validated, val mIoU %.2f", epoch, result.miou)
             if result.miou > best_miou:
                 best_miou, best_epoch = result.miou, epoch
         if rank == 0:
             ckpt = _checkpoint(config, model, optimizer, scheduler, scaler, epoch, best_miou, best_epoch, rows + [row])
             # best.pt first (a hard link, no second copy), then last.pt: a crash in between redoes this epoch
             save_atomic(ckpt, logdir / "last.pt", also=[logdir / "best.pt"] if best_epoch == epoch else [])
+            log.info("epoch %d: last.pt saved", epoch)
             rows.append(row)
             _log_epoch(logdir, rows, writer)
+            log.info("epoch %d: metrics.csv written", epoch)
         if world > 1:
             dist.barrier()
     if writer is not None:

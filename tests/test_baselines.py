@@ -1,5 +1,6 @@
 """The training-free baselines of ``hsnet demo`` against their definitions, written as loops."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -8,6 +9,8 @@ from hsnetlib.baselines import AllBackground, AllForeground, CorrelationBaseline
 from hsnetlib.model import HSNet
 
 from naive import cosine_correlation
+
+pytestmark = pytest.mark.numerics  # float comparisons: also run under other kernel paths (tools/kernel_paths.py)
 
 
 def naive_correlation_baseline(net, query, supports, masks):

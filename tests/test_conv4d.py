@@ -5,6 +5,8 @@ from hsnetlib import CenterPivotConv4d
 
 from naive import center_pivot_conv4d
 
+pytestmark = pytest.mark.numerics  # float comparisons: also run under other kernel paths (tools/kernel_paths.py)
+
 
 def _naive(layer, x):
     return center_pivot_conv4d(

@@ -1,8 +1,11 @@
+import pytest
 import torch
 
 from hsnetlib.correlation import EPS, correlation, hypercorrelation, mask_features
 
 from naive import cosine_correlation
+
+pytestmark = pytest.mark.numerics  # float comparisons: also run under other kernel paths (tools/kernel_paths.py)
 
 
 def test_correlation_matches_per_pixel_cosine():

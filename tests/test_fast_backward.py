@@ -10,6 +10,8 @@ from hsnetlib.conv4d import CenterPivotConv4d
 from hsnetlib.fastpath import SupportWindow
 from hsnetlib.groupnorm_qm import GroupNormReLU, group_norm_relu_qm
 
+pytestmark = pytest.mark.numerics  # float comparisons: also run under other kernel paths (tools/kernel_paths.py)
+
 
 def qm(x):
     """(B, C, Ha, Wa, Hb, Wb) -> query-major (B, Ha, Wa, C, Hb, Wb)."""

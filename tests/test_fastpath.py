@@ -9,6 +9,8 @@ from hsnetlib.conv4d import CenterPivotConv4d
 from hsnetlib.correlation import hypercorrelation, mask_features
 from hsnetlib.model import HPNLearner, upsample_query_dims
 
+pytestmark = pytest.mark.numerics  # float comparisons: also run under other kernel paths (tools/kernel_paths.py)
+
 
 def qm(x):
     """(B, C, Ha, Wa, Hb, Wb) -> query-major (B, Ha, Wa, C, Hb, Wb)."""

@@ -8,6 +8,8 @@ from hsnetlib.conv4d import CenterPivotConv4d, FullConv4d, SeparableConv4d
 
 from naive import full_conv4d
 
+pytestmark = pytest.mark.numerics  # float comparisons: also run under other kernel paths (tools/kernel_paths.py)
+
 
 @pytest.mark.parametrize("stride", [1, 2, 3])
 @pytest.mark.parametrize("batch", [1, 2])

@@ -11,6 +11,8 @@ from hsnetlib.backbone import extract_features
 from hsnetlib.errors import WeightsError
 from hsnetlib.model import vote_kshot
 
+pytestmark = pytest.mark.numerics  # float comparisons: also run under other kernel paths (tools/kernel_paths.py)
+
 SPEC = json.loads((Path(__file__).parent / "data" / "learner_spec.json").read_text())
 BACKBONES = ["resnet50", "resnet101", "vgg16"]
 

@@ -10,6 +10,8 @@ import torch.nn as nn
 from hsnetlib import HSNet, onednn
 from hsnetlib.backbone import build_backbone, inference_copy, resnet_features
 
+pytestmark = pytest.mark.numerics  # float comparisons: also run under other kernel paths (tools/kernel_paths.py)
+
 needs_onednn = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="PyTorch built without oneDNN")
 
 

@@ -12,7 +12,6 @@ import random
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -246,35 +245,51 @@ TRAIN = [
 ]
 
 
-def run_train(logdir, extra=(), kill_after=None) -> int | None:
-    cmd = [sys.executable, "-c", "import sys; from hsnetlib.cli import main; sys.exit(main())"]
+# the child logs every progress event of hsnetlib.engine (steps, validations, checkpoints) to stdout
+CHILD = (
+    "import logging, sys; logging.basicConfig(level=logging.INFO, stream=sys.stdout, format='event %(message)s'); "
+    "from hsnetlib.cli import main; sys.exit(main())"
+)
+
+
+def run_train(logdir, extra=(), kill_at_event=None) -> tuple[int | None, int]:
+    """Run ``hsnet train`` in a child process; with ``kill_at_event=k``, SIGKILL it as soon as it has
+    reported its k-th progress event (or let it finish if it reports fewer). -> (exit status or None
+    if killed, events seen). Kill points are events of the run itself, never wall-clock times, so a
+    loaded machine kills at the same places."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([*cmd, "train", *TRAIN, "--logpath", str(logdir), *extra], env=env)
-    try:
-        proc.wait(timeout=kill_after)
-    except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        return None
-    return proc.returncode
+    cmd = [sys.executable, "-c", CHILD, "train", *TRAIN, "--logpath", str(logdir), *extra]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
+    events = 0
+    for line in proc.stdout:
+        events += line.startswith("event ")
+        if kill_at_event is not None and events == kill_at_event:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            return None, events
+    return proc.wait(), events
 
 
 @pytest.mark.slow
 def test_a_run_killed_at_random_points_resumes_to_the_same_weights(tmp_path):
-    t0 = time.time()
-    assert run_train(tmp_path / "straight") == 0
-    duration = time.time() - t0  # kill points are fractions of it, so a slow machine kills as often
-    rng, logdir, kills, progressed = random.Random(0), tmp_path / "killed", 0, 0
-    for attempt in range(4):  # three kills at random points, then a run to the end
+    status, total = run_train(tmp_path / "straight")
+    assert status == 0 and total > 8
+    # Three kills at seeded events: one before the first checkpoint (nothing to resume: a fresh start),
+    # one after it (the run resumes from last.pt), one anywhere; then a run to the end.
+    rng, logdir = random.Random(0), tmp_path / "killed"
+    first_save = 4  # events of an epoch: step 1 done, step 2 done, validated, last.pt saved, metrics.csv written
+    plan = [rng.randint(1, first_save - 1), rng.randint(first_save + 1, first_save + 4), rng.randint(1, 8)]
+    progressed = 0
+    for kill_at in [*plan, None]:
         resume = ["--resume"] if (logdir / "last.pt").exists() else []
         had = load_checkpoint_file(logdir / "last.pt")["epoch"] if resume else -1
-        status = run_train(logdir, resume, kill_after=rng.uniform(0.3, 0.8) * duration if attempt < 3 else None)
-        if status is not None:
+        status, _ = run_train(logdir, resume, kill_at)
+        if kill_at is None:
             assert status == 0
-            break
-        kills += 1
-        progressed += (logdir / "last.pt").exists() and load_checkpoint_file(logdir / "last.pt")["epoch"] > had
-    assert kills >= 2 and progressed >= 1, (kills, progressed)
+        else:
+            assert status is None, f"the run ended before its event {kill_at}"
+            progressed += (logdir / "last.pt").exists() and load_checkpoint_file(logdir / "last.pt")["epoch"] > had
+    assert progressed >= 1
     straight, killed = (load_checkpoint_file(d / "last.pt") for d in (tmp_path / "straight", logdir))
     assert killed["epoch"] == straight["epoch"] == 3
     for key, value in straight["model"].items():

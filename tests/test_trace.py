@@ -1,9 +1,12 @@
 """The squeeze traced stage by stage: the shapes of the paper's Fig. 2 at 400x400, and the trace is the model."""
 
+import pytest
 import torch
 
 from hsnetlib import HSNet
 from hsnetlib.trace import center_pivot_kernels, shape_table, trace_episode
+
+pytestmark = pytest.mark.numerics  # float comparisons: also run under other kernel paths (tools/kernel_paths.py)
 
 
 def test_support_dims_are_squeezed_and_query_dims_kept_at_400():

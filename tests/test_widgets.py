@@ -13,6 +13,8 @@ from hsnetlib.correlation import correlation, mask_features
 from hsnetlib.data import make_benchmark
 from hsnetlib.widgets import CorrelationExplorer, EpisodeExplorer, layer_names
 
+pytestmark = pytest.mark.numerics  # float comparisons: also run under other kernel paths (tools/kernel_paths.py)
+
 
 @pytest.fixture(scope="module")
 def model():
