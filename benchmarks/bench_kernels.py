@@ -1,5 +1,5 @@
 """Table 4 on this machine: the three 4D kernels in the same HSNet: ``hsnet bench kernels``
-(hsnetlib.profile.kernel_table).
+(hsnetlib.bench.kernels).
 
     python benchmarks/bench_kernels.py [any flag of `hsnet bench kernels`, see --help]
 

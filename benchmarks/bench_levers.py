@@ -1,23 +1,22 @@
 """What each lever of the fast inference path pays, stage by stage.
 
-    python benchmarks/bench_levers.py [--backbone resnet50] [--img-size 400] [--repeats 7] [--compile]
+    python benchmarks/bench_levers.py [--backbone resnet50] [--img-size 400] [--repeats 7] [--mask box]
 
-One 1-shot episode (centred box mask covering 25 % of the support image, random weights). Each
-stage is timed in its reference form and in its fast form(s), interleaved, median of ``repeats``
-after a warm-up, so that all see the same machine load. The fast correlation includes the query
-normalization (done once per episode in ``predict``). Results: benchmarks/RESULTS.md.
+One 1-shot episode (random weights). Each stage is timed in its reference form and in its fast
+form(s), interleaved, median of ``repeats`` after a warm-up, so that all see the same machine load.
+The fast correlation includes the query normalization. Results: benchmarks/RESULTS.md.
 """
 
 import argparse
-import time
 
 import torch
 
-from hsnetlib import HSNet, fastpath
-from hsnetlib.backbone import extract_features
-from hsnetlib.correlation import mask_features
-from hsnetlib.official_style import dense_level_correlations
-from hsnetlib.profile import episode, time_paths
+from hsnetlib import FastHSNet, HSNet
+from hsnetlib.bench.masks import MASK_KINDS, episode
+from hsnetlib.bench.timing import time_paths
+from hsnetlib.fast.backbone import FoldedBackbone
+from hsnetlib.fast.correlation import hypercorrelation_qm, unit_query_features
+from hsnetlib.fast.learner import QueryMajor
 
 
 def main():
@@ -25,63 +24,56 @@ def main():
     parser.add_argument("--backbone", default="resnet50")
     parser.add_argument("--img-size", type=int, default=400)
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--compile", action="store_true", help="also time torch.compile of the backbone copy")
+    parser.add_argument("--mask", default="box", choices=MASK_KINDS)
     args = parser.parse_args()
     torch.manual_seed(0)
     model = HSNet(args.backbone).eval()
-    q, s, m = episode(args.img_size, 1)
+    fast = FastHSNet(model.config).eval()
+    fast.load_state_dict(model.state_dict())
+    q, s, m = episode(args.img_size, 1, mask=args.mask)
     s, m = s[:, 0], m[:, 0]
-    learner = model.hpn_learner
+    sizes, dtype = model.pyramid_sizes, torch.float32
+    plain = FoldedBackbone(args.backbone, onednn=False)
     with torch.inference_mode():
         fq, fs = model.features(q), model.features(s)
-        masked = model.hypercorrelation(fq, fs, m)  # reference pyramid (sparse Eq. 2, channel-major)
-        fq_fast, fs_fast = model.fast_features(q), model.fast_features(s)
-        units = fastpath.unit_query_features(fq_fast)
-        windows = fastpath.hypercorrelation_qm(units, fs_fast, m, model.pyramid_sizes)
-        dense_qm = [w.dense() for w in windows]
-        copy = model.folded_backbone.get(model.backbone)  # BatchNorm-folded, channels-last
-        img = q.contiguous(memory_format=torch.channels_last)
-        backbone = {
-            "features (official)": lambda: model.features(q),
-            "BN folded, channels-last copy": lambda: extract_features(args.backbone, copy, img),
-            "fast_features (CPU: fused oneDNN)": lambda: model.fast_features(q),
-        }
-        if args.compile:  # not part of predict: an optional lever, measured here only
-            compiled = torch.compile(lambda img: extract_features(args.backbone, copy, img))
-            t0 = time.perf_counter()
-            compiled(img)
-            print(f"torch.compile of the backbone copy: {time.perf_counter() - t0:.1f} s to compile")
-            backbone["BN folded, channels-last, compiled"] = lambda: compiled(img)
+        ref_pyramid = model.hypercorrelation(fq, fs, m)
+        fq_fast, fs_fast = fast.features(q), fast.features(s)
+
+        def correlate(windowed):
+            return hypercorrelation_qm(unit_query_features(fq_fast, dtype), fs_fast, m, sizes, dtype, windowed=windowed)
+
+        windows = correlate(True)
+        dense = [w.dense() for w in windows]
         stages = [
-            ("backbone, one image", backbone),
+            (
+                "backbone, one image",
+                {
+                    "reference": lambda: model.features(q),
+                    "BN folded, plain convolutions": lambda: plain.features(model.backbone, q),
+                    "BN folded, fused oneDNN (CPU)": lambda: fast.features(q),
+                },
+            ),
             (
                 "Eq. 1-2 hypercorrelation",
                 {
-                    "dense, stacked (official)": lambda: dense_level_correlations(
-                        fq, mask_features(fs, m), model.pyramid_sizes
-                    ),
-                    "sparse columns (reference)": lambda: model.hypercorrelation(fq, fs, m),
-                    "query-major, every position": lambda: fastpath.hypercorrelation_qm(
-                        fastpath.unit_query_features(fq_fast), fs_fast, m, model.pyramid_sizes, windowed=False
-                    ),
-                    "query-major, mask window": lambda: fastpath.hypercorrelation_qm(
-                        fastpath.unit_query_features(fq_fast), fs_fast, m, model.pyramid_sizes
-                    ),
+                    "dense, stacked (reference)": lambda: model.hypercorrelation(fq, fs, m),
+                    "query-major, every position": lambda: correlate(False),
+                    "query-major, mask window": lambda: correlate(True),
                 },
             ),
             (
                 "4D learner + decoder",
                 {
-                    "channel-major (reference)": lambda: learner(masked),
-                    "query-major, full grid": lambda: fastpath.learner_qm(learner, dense_qm),
-                    "query-major, mask window": lambda: fastpath.learner_qm(learner, windows),
+                    "channel-major (reference)": lambda: model.hpn_learner(ref_pyramid),
+                    "query-major, full grid": lambda: model.hpn_learner(dense, QueryMajor()),
+                    "query-major, mask window": lambda: model.hpn_learner(windows, QueryMajor()),
                 },
             ),
         ]
-        print(f"{args.backbone} {args.img_size}px 1-shot, {torch.get_num_threads()} threads, torch {torch.__version__}")
+        print(f"{args.backbone} {args.img_size}px 1-shot, {args.mask} mask, {torch.get_num_threads()} threads")
         for stage, fns in stages:
             for name, seconds in time_paths(fns, args.repeats).items():
-                print(f"{stage:28s} {name:30s} {1000 * seconds:8.1f} ms")
+                print(f"{stage:28s} {name:32s} {1000 * seconds:8.1f} ms")
 
 
 if __name__ == "__main__":

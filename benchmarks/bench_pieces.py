@@ -4,7 +4,7 @@
 
 Times (best of 2 after a warm-up) the backbone on K support images, the reference hypercorrelation
 and the reference 4D learner, once as one batch of K and once as K batches of 1; then the whole
-default ``predict`` (the fast path) with ``batch_shots=True`` vs ``False`` (interleaved medians of 3).
+fast ``predict`` with ``FastOptions(batch_shots=True)`` vs ``False`` (interleaved medians of 3).
 Results: benchmarks/RESULTS.md.
 """
 
@@ -14,7 +14,9 @@ import time
 import torch
 
 from hsnetlib import HSNet
-from hsnetlib.profile import episode, time_paths
+from hsnetlib.bench.masks import episode
+from hsnetlib.bench.timing import time_paths
+from hsnetlib.fast import FastHSNet, FastOptions
 
 
 def best_of(fn, n=2):
@@ -59,14 +61,11 @@ def main():
                 best_of(lambda: [model.hpn_learner(pyr1) for _ in range(K)]),
             ),
         ]
-    # the whole default predict (fast path), shots batched vs one after the other, interleaved medians
-    whole = time_paths(
-        {
-            True: lambda: model.predict(q, s, m, batch_shots=True),
-            False: lambda: model.predict(q, s, m, batch_shots=False),
-        },
-        repeats=3,
-    )
+    # the whole fast predict, shots batched vs one after the other, interleaved medians
+    fast = {flag: FastHSNet(model.config, options=FastOptions(batch_shots=flag)).eval() for flag in (True, False)}
+    for f in fast.values():
+        f.load_state_dict(model.state_dict())
+    whole = time_paths({flag: lambda f=f: f.predict(q, s, m) for flag, f in fast.items()}, repeats=3)
     rows.append(("predict (fast path), whole episode", whole[True], whole[False]))
     print(f"{args.backbone} {args.img_size}px {K}-shot, {torch.get_num_threads()} threads, torch {torch.__version__}")
     print(f"{'piece':32s} {'one batch of K':>15s} {'K x batch 1':>12s}")

@@ -1,5 +1,5 @@
-"""One training step (forward, loss, backward, Adam) against the official computation:
-``hsnet bench training`` (hsnetlib.training_speed.training_table).
+"""One training step (forward, loss, backward, Adam), fast path against the reference computation:
+``hsnet bench training`` (hsnetlib.bench.training).
 
     python benchmarks/bench_training.py [any flag of `hsnet bench training`, see --help]
 

@@ -1,9 +1,9 @@
-"""Does ``torch.compile`` of the query-major learner pay for training? Tries it and says what happened.
+"""Does ``torch.compile`` of the learner pay for fast training? Tries it and says what happened.
 
-    python benchmarks/compile_learner.py [--img-size 128] [--batch 8] [--dynamic | --static]
+    python benchmarks/compile_learner.py [--img-size 128] [--batch 8] [--static]
 
-One fused training step (ResNet-50, box mask, random weights) with ``fastpath.learner_qm`` as it
-is and compiled (inductor). The mask window changes the learner's input shapes from batch to
+One fast training step (ResNet-50, box mask, random weights) with the learner as it is and compiled
+(``nn.Module.compile``, inductor). The mask window changes the learner's input shapes from batch to
 batch, so a useful compile must be ``dynamic``; ``--static`` compiles for this one shape.
 """
 
@@ -13,10 +13,10 @@ import traceback
 
 import torch
 
-from hsnetlib import fastpath
-from hsnetlib.model import HSNet
-from hsnetlib.profile import time_paths
-from hsnetlib.training_speed import _batch, _trainer, training_step
+from hsnetlib import HSNet
+from hsnetlib.bench.masks import training_batch
+from hsnetlib.bench.timing import time_paths
+from hsnetlib.bench.training import trainer, training_step
 
 
 def main():
@@ -27,12 +27,12 @@ def main():
     args = parser.parse_args()
     torch.manual_seed(0)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model, optimizer, _ = _trainer(HSNet("resnet50").to(device), "off", device)
-    inputs = _batch(args.img_size, args.batch, "box", device)
-    step = {"step": lambda: training_step(model, optimizer, "fused", *inputs)}
+    model, optimizer, _ = trainer(HSNet("resnet50"), "fast", "off", device)
+    inputs = training_batch(args.img_size, args.batch, "box", device)
+    step = {"step": lambda: training_step(model, optimizer, *inputs)}
     plain = 1000 * time_paths(step, 3)["step"]
-    print(f"{device}, {args.img_size} px, batch {args.batch}: fused step {plain:.0f} ms", flush=True)
-    fastpath.learner_qm = torch.compile(fastpath.learner_qm, dynamic=not args.static)
+    print(f"{device}, {args.img_size} px, batch {args.batch}: fast step {plain:.0f} ms", flush=True)
+    model.hpn_learner.compile(dynamic=not args.static)
     try:
         t0 = time.perf_counter()
         step["step"]()

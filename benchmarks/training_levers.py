@@ -1,52 +1,38 @@
-"""Which levers of the fast training step pay: the step with each one taken out, against the official computation.
+"""Which levers of the fast training step pay: the step with each one taken out, against the reference.
 
     python benchmarks/training_levers.py [--settings 400x2 128x8] [--masks scattered box] [--repeats 3]
 
 ResNet-50, random weights, one process, the variants interleaved round by round
-(:func:`hsnetlib.profile.time_paths`, medians), each with its own copy of the same weights and Adam:
+(:func:`hsnetlib.bench.timing.time_paths`, medians), each with its own copy of the same weights and
+optimizer. Every variant is a :class:`hsnetlib.fast.FastOptions` (a constructor argument):
 
-- ``fused``: ``model(query, support, mask)`` in training mode, as shipped;
-- ``autograd learner``: the same forward of the center-pivot layers and GroupNorm + ReLU, but
-  differentiated by autograd through its ops instead of their own backward passes
-  (:mod:`hsnetlib.center_pivot_qm`, :mod:`hsnetlib.groupnorm_qm`);
-- ``folded-copy backbone``: the backbone through the BatchNorm-folded channels-last copy with
-  plain convolutions instead of fused oneDNN convolutions from packed weights (:mod:`hsnetlib.onednn`);
-- ``official-style``: the official training computation (:mod:`hsnetlib.official_style`).
+- ``fast``: FastHSNet as shipped;
+- ``autograd learner``: ``own_backward=False``, the learner differentiated by autograd through its
+  forward ops instead of the layers' own backward passes;
+- ``folded-copy backbone``: ``onednn_backbone=False``, plain convolutions on the BatchNorm-folded
+  weights instead of fused oneDNN convolutions from packed weights;
+- ``no window``: ``window=False``, Eq. (2) and the first 4D layers on the whole support grid;
+- ``reference``: hsnetlib.model.HSNet, the official computation.
 """
 
 import argparse
-from contextlib import contextmanager
 from functools import partial
 
 import torch
 
-import hsnetlib.center_pivot_qm as center_pivot
-import hsnetlib.groupnorm_qm as groupnorm
-import hsnetlib.onednn as onednn
 from hsnetlib import HSNet
-from hsnetlib.profile import time_paths
-from hsnetlib.training_speed import _batch, _trainer, training_step
+from hsnetlib.bench.masks import training_batch
+from hsnetlib.bench.timing import time_paths
+from hsnetlib.bench.training import parse_setting, trainer, training_step
+from hsnetlib.fast import FastOptions
 
-VARIANTS = ("fused", "autograd learner", "folded-copy backbone", "official-style")
-
-
-@contextmanager
-def variant(name: str):
-    """Take one lever out for the duration of a step."""
-    saved = center_pivot._needs_grad, groupnorm._needs_grad, onednn.usable
-    if name == "autograd learner":
-        center_pivot._needs_grad = groupnorm._needs_grad = lambda tensors: False  # forward ops under autograd
-    elif name == "folded-copy backbone":
-        onednn.usable = lambda img: False
-    try:
-        yield
-    finally:
-        center_pivot._needs_grad, groupnorm._needs_grad, onednn.usable = saved
-
-
-def step(name, model, optimizer, inputs):
-    with variant(name):
-        training_step(model, optimizer, "official-style" if name == "official-style" else "fused", *inputs)
+VARIANTS = {
+    "fast": FastOptions(),
+    "autograd learner": FastOptions(own_backward=False),
+    "folded-copy backbone": FastOptions(onednn_backbone=False),
+    "no window": FastOptions(window=False),
+    "reference": None,
+}
 
 
 def main():
@@ -58,17 +44,18 @@ def main():
     torch.manual_seed(0)
     base = HSNet("resnet50")
     device = torch.device("cpu")
-    print("img_size batch mask " + " | ".join(f"{v} ms" for v in VARIANTS) + " | speed-up of fused over each")
+    print("img_size batch mask " + " | ".join(f"{v} ms" for v in VARIANTS) + " | speed-up of fast over each")
     for setting in args.settings:
-        size, batch = (int(v) for v in setting.split("x"))
+        size, batch = parse_setting(setting)
         for mask in args.masks:
-            inputs = _batch(size, batch, mask, device)
+            inputs = training_batch(size, batch, mask, device)
             steps = {}
-            for name in VARIANTS:
-                model, optimizer, _ = _trainer(base, "off", device)
-                steps[name] = partial(step, name, model, optimizer, inputs)
+            for name, options in VARIANTS.items():
+                path = "reference" if options is None else "fast"
+                model, optimizer, _ = trainer(base, path, "off", device, options)
+                steps[name] = partial(training_step, model, optimizer, *inputs)
             ms = {k: 1000 * v for k, v in time_paths(steps, args.repeats, device).items()}
-            ratios = " ".join(f"{ms[v] / ms['fused']:.2f}" for v in VARIANTS)
+            ratios = " ".join(f"{ms[v] / ms['fast']:.2f}" for v in VARIANTS)
             print(f"{size} {batch} {mask} " + " | ".join(f"{ms[v]:.0f}" for v in VARIANTS) + f" | {ratios}", flush=True)
 
 

@@ -14,7 +14,6 @@ checkpoints store its ``fc`` / ``classifier`` too) and reads features from insid
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import os
 import re
@@ -25,9 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torchvision.models as tvm
-from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from . import onednn
 from .checkpoint import check_compatible, safe_load
 from .errors import CheckpointError, WeightsError
 
@@ -130,23 +127,33 @@ def build_backbone(name: str, weights: str | os.PathLike | None = None) -> nn.Mo
     return net.eval()
 
 
-def _bottleneck_before_relu(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """A torchvision Bottleneck without its final ReLU: bn3(conv3(...)) + identity."""
-    identity = x if block.downsample is None else block.downsample(x)
-    out = F.relu(block.bn1(block.conv1(x)))
-    out = F.relu(block.bn2(block.conv2(out)))
-    return block.bn3(block.conv3(out)) + identity
+def conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d, x: torch.Tensor, relu: bool = False, add=None) -> torch.Tensor:
+    """One convolution of a ResNet with its BatchNorm: bn(conv(x)) [+ add] [then ReLU]."""
+    y = bn(conv(x))
+    if add is not None:
+        y = y + add
+    return F.relu(y) if relu else y
 
 
-def resnet_features(net: nn.Module, img: torch.Tensor) -> list[torch.Tensor]:
-    """(B, 3, H, W) -> every layer2..4 bottleneck output (pre-ReLU), shallow to deep."""
-    x = net.maxpool(F.relu(net.bn1(net.conv1(img))))  # (B, 64, H/4, W/4)
+def resnet_features(net: nn.Module, img: torch.Tensor, conv=conv_bn) -> list[torch.Tensor]:
+    """(B, 3, H, W) -> every layer2..4 bottleneck output (pre-ReLU), shallow to deep.
+
+    ``conv(conv, bn, x, relu, add)`` runs one convolution with its BatchNorm (and the residual
+    addition or ReLU after it); the fast path passes a BatchNorm-folded, fused one
+    (:mod:`hsnetlib.fast.backbone`), so this walk over the bottlenecks is stated once.
+    """
+    x = net.maxpool(conv(net.conv1, net.bn1, img, relu=True))  # (B, 64, H/4, W/4)
     feats = []
     for layer_idx in (1, 2, 3, 4):
         for block in getattr(net, f"layer{layer_idx}"):
-            pre = _bottleneck_before_relu(block, x)
-            if layer_idx > 1:
-                feats.append(pre)
+            identity = x if block.downsample is None else conv(block.downsample[0], block.downsample[1], x)
+            out = conv(block.conv1, block.bn1, x, relu=True)
+            out = conv(block.conv2, block.bn2, out, relu=True)
+            if layer_idx == 1:  # layer1 is not correlated: its block's final ReLU can join the convolution
+                x = conv(block.conv3, block.bn3, out, relu=True, add=identity)
+                continue
+            pre = conv(block.conv3, block.bn3, out, add=identity)  # bn3(conv3(...)) + identity, before the ReLU
+            feats.append(pre)
             x = F.relu(pre)
     return feats
 
@@ -165,94 +172,6 @@ def extract_features(name: str, net: nn.Module, img: torch.Tensor) -> list[torch
     """The intermediate features HSNet correlates for backbone ``name``, shallow to deep."""
     check_backbone_name(name)
     return vgg_features(net, img) if name == "vgg16" else resnet_features(net, img)
-
-
-@torch.no_grad()
-def inference_copy(name: str, net: nn.Module) -> nn.Module:
-    """A copy of a frozen backbone for fast inference: BatchNorm folded into the convolution before
-    it (eval-mode statistics: w' = w * gamma / sqrt(var + eps), b' = beta - mean * gamma / sqrt(var + eps)),
-    weights in channels-last memory format. Same features up to float rounding; feed it
-    channels-last images. VGG-16 has no BatchNorm: only ``features`` is copied, in channels-last.
-    """
-    check_backbone_name(name)
-    if name == "vgg16":  # only `features` is read: leave the 120M-parameter classifier out of the copy
-        shell = nn.Module()
-        shell.features = copy.deepcopy(net.features).eval()
-        return shell.to(memory_format=torch.channels_last)
-    net = copy.deepcopy(net).eval()
-    net.conv1, net.bn1 = fuse_conv_bn_eval(net.conv1, net.bn1), nn.Identity()
-    for layer in (net.layer1, net.layer2, net.layer3, net.layer4):
-        for block in layer:
-            for i in (1, 2, 3):
-                conv, bn = getattr(block, f"conv{i}"), getattr(block, f"bn{i}")
-                setattr(block, f"conv{i}", fuse_conv_bn_eval(conv, bn))
-                setattr(block, f"bn{i}", nn.Identity())
-            if block.downsample is not None:
-                block.downsample = nn.Sequential(fuse_conv_bn_eval(block.downsample[0], block.downsample[1]))
-    return net.to(memory_format=torch.channels_last)
-
-
-class FoldedBackbone:
-    """The fast form of a frozen backbone that :meth:`HSNet.fast_features` reads, with an explicit lifetime.
-
-    A ResNet on a float32 CPU batch: BatchNorm-folded weights packed for oneDNN
-    (:class:`hsnetlib.onednn.PackedResNet`; ResNet-50: 94 MB per input shape, at most two shapes).
-    Anywhere else: the folded copy of :func:`inference_copy` (one deepcopy; ResNet-50: 97 MB,
-    VGG-16: its 56 MB of conv layers). Each is built on first use and rebuilt whenever the
-    backbone's tensors change: the key is each tensor's storage, in-place
-    version, device and dtype, so loading a state dict, re-estimating BatchNorm statistics or
-    ``.to(device)`` all invalidate it. It is a plain attribute of the model (``model.folded_backbone``),
-    not a submodule: no state-dict entries. :meth:`clear` frees its memory.
-    """
-
-    def __init__(self, name: str):
-        check_backbone_name(name)
-        self.name = name
-        self.net: nn.Module | None = None  # the folded copy (plain forward)
-        self.packed: onednn.PackedResNet | None = None  # the packed weights (fused oneDNN forward)
-        self._key: tuple | None = None
-
-    def _follow(self, backbone: nn.Module) -> None:
-        """Drop what was built from an older state of ``backbone``."""
-        key = tuple((t.data_ptr(), t._version, t.device, t.dtype) for t in backbone.state_dict(keep_vars=True).values())
-        if key != self._key:
-            self.net, self.packed, self._key = None, None, key
-
-    def get(self, backbone: nn.Module) -> nn.Module:
-        """The folded copy of ``backbone`` as it is now (rebuilt if any of its tensors changed)."""
-        self._follow(backbone)
-        if self.net is None:
-            self.net = inference_copy(self.name, backbone)
-        return self.net
-
-    def features(self, backbone: nn.Module, img: torch.Tensor) -> list[torch.Tensor]:
-        """:func:`extract_features` of ``backbone`` as folded; a ResNet on a float32 CPU batch runs
-        as fused oneDNN convolutions from packed weights (:mod:`hsnetlib.onednn`), no folded copy."""
-        if self.name != "vgg16" and onednn.usable(img):
-            self._follow(backbone)
-            if self.packed is None:
-                self.packed = onednn.PackedResNet(backbone)
-            return onednn.resnet_features(self.packed, img)
-        return extract_features(self.name, self.get(backbone), img)
-
-    def __deepcopy__(self, memo) -> FoldedBackbone:
-        return FoldedBackbone(self.name)  # a cache of this backbone: a copied model builds its own
-
-    def __getstate__(self) -> dict:
-        return {"name": self.name}  # pickling (e.g. a DataLoader worker's copy) carries no cache
-
-    def __setstate__(self, state: dict) -> None:
-        self.__init__(state["name"])
-
-    @property
-    def built(self) -> bool:
-        return self.net is not None or self.packed is not None
-
-    def clear(self) -> None:
-        self.net, self.packed, self._key = None, None, None
-
-    def __repr__(self) -> str:
-        return f"FoldedBackbone({self.name!r}, {'built' if self.built else 'not built'})"
 
 
 @torch.no_grad()

@@ -46,7 +46,7 @@ class CorrelationBaseline(torch.nn.Module):
 
     def __init__(self, backbone="resnet50", weights=None, net: torch.nn.Module | None = None, features=None):
         """``features``: a function (B, 3, H, W) -> the backbone's features, shallow to deep, used
-        instead of running ``net`` (:meth:`of_model` passes an HSNet's fast backbone, ``fast_features``)."""
+        instead of running ``net`` (:meth:`of_model` passes an HSNet's ``features``)."""
         super().__init__()
         check_backbone_name(backbone)
         self.backbone_name = backbone
@@ -55,9 +55,9 @@ class CorrelationBaseline(torch.nn.Module):
 
     @classmethod
     def of_model(cls, model) -> CorrelationBaseline:
-        """The baseline on an HSNet's backbone, through ``model.fast_features`` (BatchNorm folded; on CPU
-        fused oneDNN convolutions): the same features up to float rounding."""
-        return cls(model.backbone_name, net=model.backbone, features=model.fast_features)
+        """The baseline on an HSNet's backbone, through ``model.features`` (a fast model's folded backbone:
+        the same features up to float rounding)."""
+        return cls(model.backbone_name, net=model.backbone, features=model.features)
 
     @torch.no_grad()
     def predict(self, query_img, support_imgs, support_masks, size=None):

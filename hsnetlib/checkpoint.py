@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -108,22 +107,17 @@ def load_checkpoint_file(path: str | os.PathLike):
     return safe_load(path, "checkpoint")
 
 
-def _link_atomic(src: str, dst: Path) -> None:
-    """``dst`` becomes the same file as ``src`` (a hard link; a copy where links are not supported)."""
-    fd, tmp = tempfile.mkstemp(prefix=dst.name + ".", suffix=".tmp", dir=dst.parent)
-    os.close(fd)
-    os.remove(tmp)
-    try:
-        os.link(src, tmp)
-    except OSError:
-        shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+def trained_img_size(saved) -> int | None:
+    """The input size an hsnetlib checkpoint was trained at (its training configuration's ``img_size``),
+    or None for a checkpoint that does not say (released checkpoints: the paper's 400)."""
+    config = saved.get("config") if isinstance(saved, dict) else None
+    size = config.get("img_size") if isinstance(config, dict) else None
+    return size if isinstance(size, int) else None
 
 
-def _write_atomic(path: str | os.PathLike, write, also=()) -> None:
+def _write_atomic(path: str | os.PathLike, write) -> None:
     """``write(binary file)`` into a temp file in the same folder, then rename: a crash never leaves
-    half a file, and an error names the file (a full disk included). ``also``: more paths that get the
-    same content (hard links, so one copy on disk), each in place before ``path``."""
+    half a file, and an error names the file (a full disk included)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
@@ -132,8 +126,6 @@ def _write_atomic(path: str | os.PathLike, write, also=()) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        for other in also:
-            _link_atomic(tmp, Path(other))
         os.replace(tmp, path)
     except BaseException as err:
         if os.path.exists(tmp):
@@ -143,10 +135,9 @@ def _write_atomic(path: str | os.PathLike, write, also=()) -> None:
         raise
 
 
-def save_atomic(obj, path: str | os.PathLike, also=()) -> None:
-    """``torch.save`` to a temp file in the same folder, then rename: a crash never leaves half a file.
-    ``also``: other paths that receive the same checkpoint first (e.g. ``best.pt`` beside ``last.pt``)."""
-    _write_atomic(path, lambda f: torch.save(obj, f), also)
+def save_atomic(obj, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temp file in the same folder, then rename: a crash never leaves half a file."""
+    _write_atomic(path, lambda f: torch.save(obj, f))
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

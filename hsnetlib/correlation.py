@@ -63,25 +63,12 @@ def mask_features(support_feats: Sequence[torch.Tensor], support_mask: torch.Ten
 
 
 def correlation(query_feat: torch.Tensor, support_feat: torch.Tensor, eps: float = EPS) -> torch.Tensor:
-    """Eq. (2) for one layer: (B, C, Ha, Wa) x (B, C, Hb, Wb) -> (B, Ha, Wa, Hb, Wb).
-
-    Support positions whose feature is exactly zero in every batch item (masked out by Eq. 1)
-    correlate to exactly 0, so only the other columns are computed: the same result with fewer
-    FLOPs when the support mask is small.
-    """
+    """Eq. (2) for one layer: (B, C, Ha, Wa) x (B, C, Hb, Wb) -> (B, Ha, Wa, Hb, Wb)."""
     B, C, Ha, Wa = query_feat.shape
     Hb, Wb = support_feat.shape[-2:]
-    q = query_feat.reshape(B, C, Ha * Wa)  # (B, C, Ha*Wa)
-    s = support_feat.reshape(B, C, Hb * Wb)  # (B, C, Hb*Wb)
-    q, s = unit_norm(q, 1, eps), unit_norm(s, 1, eps)
-    keep = s.abs().amax(dim=(0, 1)) > 0  # (Hb*Wb,) support positions with a nonzero feature
-    n_keep = int(keep.sum())
-    if n_keep == Hb * Wb:
-        corr = torch.bmm(q.transpose(1, 2), s).clamp_(min=0)  # (B, Ha*Wa, Hb*Wb)
-    else:
-        corr = q.new_zeros(B, Ha * Wa, Hb * Wb)
-        if n_keep:
-            corr[:, :, keep] = torch.bmm(q.transpose(1, 2), s[:, :, keep]).clamp_(min=0)
+    q = unit_norm(query_feat.reshape(B, C, Ha * Wa), 1, eps)  # (B, C, Ha*Wa)
+    s = unit_norm(support_feat.reshape(B, C, Hb * Wb), 1, eps)  # (B, C, Hb*Wb)
+    corr = torch.bmm(q.transpose(1, 2), s).clamp(min=0)  # (B, Ha*Wa, Hb*Wb): cosines, negatives cut by the ReLU
     return corr.view(B, Ha, Wa, Hb, Wb)
 
 
@@ -114,16 +101,7 @@ def hypercorrelation(
         (ResNet50: (3, 6, 4) = layer4, layer3, layer2), summing to L.
     Returns ``[C_3, C_2, C_1]`` (deepest first), each (B, |L_p|, Ha_p, Wa_p, Hb_p, Wb_p).
     """
-    pyramid = []
-    for qs, ss in pyramid_groups(query_feats, support_feats, pyramid_sizes):
-        size = len(qs)
-        if len({f.shape[1] for f in qs}) == 1:
-            # one batched correlation for the whole level: no copy of the (large) correlations
-            B, _, Ha, Wa = qs[0].shape
-            q = torch.stack(qs, dim=1).flatten(0, 1)  # (B*|L_p|, C, Ha, Wa)
-            s = torch.stack(ss, dim=1).flatten(0, 1)  # (B*|L_p|, C, Hb, Wb)
-            corr = correlation(q, s, eps)  # (B*|L_p|, Ha, Wa, Hb, Wb)
-            pyramid.append(corr.view(B, size, *corr.shape[1:]))  # (B, |L_p|, Ha, Wa, Hb, Wb)
-        else:
-            pyramid.append(torch.stack([correlation(q, s, eps) for q, s in zip(qs, ss)], dim=1))
-    return pyramid
+    return [
+        torch.stack([correlation(q, s, eps) for q, s in zip(qs, ss)], dim=1)  # (B, |L_p|, Ha, Wa, Hb, Wb)
+        for qs, ss in pyramid_groups(query_feats, support_feats, pyramid_sizes)
+    ]

@@ -35,6 +35,7 @@ from .checkpoint import load_checkpoint_file  # noqa: E402
 from .config import smoke  # noqa: E402
 from .data import make_benchmark  # noqa: E402
 from .engine import train  # noqa: E402
+from .errors import HSNetError  # noqa: E402
 from .evaluation import evaluate  # noqa: E402
 from .metrics import episode_iou  # noqa: E402
 from .toy_runs import DEMO, ToyRecipe, backbone_weights, toy_config  # noqa: E402
@@ -67,9 +68,9 @@ def demo_recipe(steps: int | None, img_size: int | None) -> ToyRecipe:
     return recipe
 
 
-def train_demo_model(out: Path, recipe: ToyRecipe, weights, progress: bool):
+def train_demo_model(out: Path, recipe: ToyRecipe, weights, progress: bool, overwrite: bool = False):
     """Train on the toy benchmark's fold 0 into ``out/run``; -> the model with its best weights, the result."""
-    config = toy_config(out / "run", recipe, weights, num_workers=0, progress=progress, overwrite=True)
+    config = toy_config(out / "run", recipe, weights, num_workers=0, progress=progress, overwrite=overwrite)
     result = train(config)
     model = result.model
     model.load_state_dict(load_checkpoint_file(out / "run" / "best.pt")["model"])
@@ -79,7 +80,7 @@ def train_demo_model(out: Path, recipe: ToyRecipe, weights, progress: bool):
 def evaluate_demo(model, recipe: ToyRecipe, episodes: int, progress: bool, out: Path) -> pd.DataFrame:
     """HSNet and the two training-free baselines, 1- and 5-shot, on the same test episodes;
     draws the first four 1-shot episodes into ``out/predictions.png``."""
-    baseline = CorrelationBaseline.of_model(model)  # HSNet's fast backbone (model.fast_features)
+    baseline = CorrelationBaseline.of_model(model)  # HSNet's (fast) backbone
     rows = []
     for shot in (1, 5):
         test = make_benchmark("toy", fold=0, split="test", shot=shot, img_size=recipe.img_size, num_episodes=episodes)
@@ -96,14 +97,21 @@ def evaluate_demo(model, recipe: ToyRecipe, episodes: int, progress: bool, out: 
     return pd.concat(rows, ignore_index=True)[["method", "benchmark", "fold", "shot", "miou", "fb_iou", "episodes"]]
 
 
-def run_demo(out="demo_out", steps=None, img_size=None, episodes=None, seed=0, progress=True) -> pd.DataFrame:
-    """Train + evaluate on the toy benchmark; returns the results table (also in ``out/results.csv``)."""
+def run_demo(
+    out="demo_out", steps=None, img_size=None, episodes=None, seed=0, progress=True, overwrite=False
+) -> pd.DataFrame:
+    """Train + evaluate on the toy benchmark; returns the results table (also in ``out/results.csv``).
+    A folder that holds an earlier demo is refused unless ``overwrite``."""
     t0 = time.time()
     recipe = replace(demo_recipe(steps, img_size), seed=seed)
     if episodes is not None and episodes < 4:
         raise ValueError(f"--episodes must be at least 4 (the figure shows 4 test episodes), got {episodes}")
     episodes = episodes if episodes is not None else (SMOKE_EPISODES if smoke() else DEMO_EPISODES)
-    out = Path(out)
+    out = Path(out).expanduser()
+    if (out / "run" / "last.pt").exists() and not overwrite:
+        raise HSNetError(
+            f"{out} already holds a demo ({out / 'run'}); add --overwrite to replace it, or choose another --out"
+        )
     out.mkdir(parents=True, exist_ok=True)
     weights, note = backbone_weights("resnet50", download=False)
     print(
@@ -111,7 +119,7 @@ def run_demo(out="demo_out", steps=None, img_size=None, episodes=None, seed=0, p
         f"{recipe.steps} training steps of {recipe.batch_size} episodes; {episodes} test episodes/shot"
     )
     torch.manual_seed(seed)
-    model, result = train_demo_model(out, recipe, weights, progress)
+    model, result = train_demo_model(out, recipe, weights, progress, overwrite)
     print(f"trained in {time.time() - t0:.0f} s; best val mIoU {result.best_miou:.1f} (epoch {result.best_epoch})")
     table = evaluate_demo(model, recipe, episodes, progress, out)
     table.to_csv(out / "results.csv", index=False)

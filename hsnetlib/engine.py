@@ -25,7 +25,7 @@ import os
 import random
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -38,63 +38,23 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .backbone import recalibrate_batchnorm
-from .checkpoint import check_compatible, load_checkpoint_file, save_atomic, write_text_atomic
+from .build import build_model
+from .checkpoint import check_compatible, save_atomic, write_text_atomic
 from .data import make_benchmark
 from .errors import HSNetError
 from .evaluation import evaluate, resolve_device
 from .metrics import IoUMeter, intersection_union
 from .model import HSNet
-from .train_config import RESUMABLE, TrainConfig
+from .run_folder import RunLock, prepare_run_folder
+from .train_config import TrainConfig
 
-RUN_FILES = ("config.json", "metrics.csv", "last.pt", "best.pt")
 # Progress events of a run (one INFO record each: every optimizer step, validation, checkpoint); silent
 # unless the caller configures logging (``logging.basicConfig(level=logging.INFO)``).
 log = logging.getLogger("hsnetlib.engine")
 
 
-class RunFolderError(HSNetError):
-    """A run folder that cannot be used as asked (it would lose or mix results)."""
-
-
-def prepare_run_folder(config: TrainConfig, write: bool = True) -> dict | None:
-    """Apply the run-folder policy; returns the checkpoint to resume from, or None for a fresh run.
-
-    - a fresh run needs an empty (or absent) folder, or ``overwrite=True`` (which deletes the run files);
-    - ``resume=True`` needs ``last.pt`` and the same configuration, except the fields in ``RESUMABLE``.
-    Stale temporary files of an interrupted write are removed in both cases (``write``: this
-    process may change the folder; in distributed runs only rank 0 does).
-    """
-    logdir = Path(config.logdir)
-    for tmp in logdir.glob("*.tmp") if write and logdir.is_dir() else ():
-        tmp.unlink()
-    if config.resume:
-        last = logdir / "last.pt"
-        if not last.is_file():
-            raise RunFolderError(
-                f"cannot resume: {last} not found; check the run folder (--logpath), or start a new run without resume"
-            )
-        ckpt = load_checkpoint_file(last)
-        saved = ckpt.get("config") if isinstance(ckpt, dict) else None
-        if not isinstance(saved, dict) or "model" not in ckpt:
-            raise RunFolderError(f"cannot resume: {last} is not a checkpoint written by hsnetlib's training")
-        now = asdict(config)
-        differ = [f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in now if k not in RESUMABLE and saved.get(k) != now[k]]
-        if differ:
-            raise RunFolderError(
-                f"cannot resume {logdir}: the configuration differs from the saved run ({'; '.join(differ)}). "
-                f"Only {', '.join(RESUMABLE[:5])} may change; start a new run in another folder"
-            )
-        return ckpt
-    existing = [name for name in RUN_FILES[1:] if (logdir / name).exists()]  # config.json alone: nothing computed yet
-    if existing and not config.overwrite:
-        raise RunFolderError(
-            f"run folder {logdir} already holds a run ({', '.join(existing)}); "
-            f"continue it with resume=True (hsnet train --resume), start afresh with overwrite=True (--overwrite), "
-            f"or choose another folder"
-        )
-    for name in RUN_FILES if write else ():
-        (logdir / name).unlink(missing_ok=True)
-    return None
+class TrainingDiverged(HSNetError):
+    """The training loss became NaN or infinite."""
 
 
 @dataclass
@@ -194,10 +154,12 @@ def train_one_epoch(
     max_steps=None,
     progress=True,
     desc="train",
+    epoch: int = 0,
 ) -> dict:
     """One pass over ``loader``: cross-entropy on (B, 2, H, W) logits vs the query mask (1st support).
 
-    Returns {"loss": mean loss, "miou": training mIoU x100, "fb_iou": ..., "steps": n}.
+    Returns {"loss": mean loss, "miou": training mIoU x100, "fb_iou": ..., "steps": n}. A loss that
+    is not finite stops training (:class:`TrainingDiverged`) before the step is applied.
     """
     model.train()
     meter, total_loss, steps = IoUMeter(class_ids), 0.0, 0
@@ -210,7 +172,10 @@ def train_one_epoch(
             logits = model(query, batch["support_imgs"][:, 0].to(device), batch["support_masks"][:, 0].to(device))
             loss = F.cross_entropy(logits.float(), gt)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"training loss became {loss.item()} at step {steps}; lower lr or use amp='off'")
+            raise TrainingDiverged(
+                f"training diverged at epoch {epoch}, step {steps + 1}: the loss is {loss.item()}; the checkpoints "
+                f"of the finished epochs are kept; start a new run with a lower --lr (or --amp off)"
+            )
         optimizer_step(loss, optimizer, scaler)
         scheduler.step()
         total_loss += loss.item()
@@ -251,6 +216,13 @@ def _tensorboard(logdir: Path):
     return SummaryWriter(str(logdir / "tensorboard"))
 
 
+def make_optimizer(model: HSNet, config: TrainConfig, device: torch.device):
+    """Adam over the learner's parameters (the paper's recipe: lr ``config.lr``) and, for fp16 AMP, a GradScaler."""
+    optimizer = torch.optim.Adam(model.hpn_learner.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scaler = torch.amp.GradScaler(device.type) if config.amp == "fp16" else None
+    return optimizer, scaler
+
+
 def _build(config: TrainConfig, device):
     """The datasets, model, Adam, lr schedule and (fp16) GradScaler a run needs."""
     common = dict(
@@ -262,20 +234,12 @@ def _build(config: TrainConfig, device):
     )
     train_set = make_benchmark(config.benchmark, split="trn", shot=config.shot, seed=config.seed, **common)
     val_set = make_benchmark(config.benchmark, split="val", shot=1, **common)
-    model = HSNet(
-        config.backbone,
-        config.kernel,
-        config.weights,
-        config.use_support_mask,
-        feature_layers=config.feature_layers,
-        pyramid_levels=config.pyramid_levels,
-    ).to(device)
-    optimizer = torch.optim.Adam(model.hpn_learner.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    model = build_model(config.model, config.weights, config.fast_path).to(device)
+    optimizer, scaler = make_optimizer(model, config, device)
     steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
     if config.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
     scheduler = make_scheduler(optimizer, config.schedule, steps_per_epoch * config.epochs)
-    scaler = torch.amp.GradScaler("cuda") if config.amp == "fp16" else None
     return train_set, val_set, model, optimizer, scheduler, scaler
 
 
@@ -292,16 +256,17 @@ def _restore(ckpt: dict, path: Path, model, optimizer, scheduler, scaler) -> tup
 
 
 def _checkpoint(config, model, optimizer, scheduler, scaler, epoch, best_miou, best_epoch, history) -> dict:
-    """Everything :func:`train` needs to continue exactly after ``epoch``."""
+    """Everything :func:`train` needs to continue exactly after ``epoch``, and the model that wrote it."""
     return {
         "model": model.state_dict(),
+        "model_config": config.model.__dict__.copy(),  # every loader rebuilds this model
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "scaler": scaler.state_dict() if scaler else None,
         "epoch": epoch,
         "best_miou": best_miou,
         "best_epoch": best_epoch,
-        "config": asdict(config),
+        "config": config.as_dict(),
         "rng": rng_state(),
         "history": history,  # metrics.csv is rewritten from this: the two always agree
         "version": __version__,
@@ -311,10 +276,86 @@ def _checkpoint(config, model, optimizer, scheduler, scaler, epoch, best_miou, b
 def _log_epoch(logdir: Path, rows: list[dict], writer) -> None:
     """metrics.csv (atomically, from all rows) and the last row's TensorBoard scalars."""
     _write_metrics(logdir / "metrics.csv", rows)
-    if writer is not None:
+    if writer is not None and rows:
         for key, value in rows[-1].items():
             if key != "epoch" and value == value:  # skip NaN
                 writer.add_scalar(key, value, rows[-1]["epoch"])
+
+
+@dataclass
+class _Run:
+    """The state of a run between epochs."""
+
+    config: TrainConfig
+    device: torch.device
+    rank: int
+    world: int
+    train_set: object
+    val_set: object
+    model: HSNet
+    optimizer: object
+    scheduler: object
+    scaler: object
+    start_epoch: int = 0
+    best_miou: float = -1.0
+    best_epoch: int = -1
+    rows: list = field(default_factory=list)
+
+
+def _start(config: TrainConfig, device) -> _Run:
+    """Build everything, then resume from last.pt or (random backbone) re-estimate BatchNorm statistics."""
+    rank, world = _world()
+    seed_everything(config.seed)
+    run = _Run(config, device, rank, world, *_build(config, device))
+    ckpt = prepare_run_folder(config, write=rank == 0)
+    logdir = Path(config.logdir)
+    if ckpt is not None:  # resume: the saved BatchNorm statistics replace any recalibration
+        restored = _restore(ckpt, logdir / "last.pt", run.model, run.optimizer, run.scheduler, run.scaler)
+        run.start_epoch, run.best_miou, run.best_epoch, run.rows = restored
+        if rank == 0 and run.rows:  # a crash after last.pt but before metrics.csv: the rows come from last.pt
+            _write_metrics(logdir / "metrics.csv", run.rows)
+    elif config.recalibrate_bn:  # identical on every rank: same seeded batches
+        loader = train_loader(run.train_set, config.batch_size, 10**6, config.seed, config.num_workers, (0, 1))
+        batches = (b["query_img"].to(device) for _, b in zip(range(config.recalibrate_bn), loader))
+        recalibrate_batchnorm(run.model.backbone, batches)
+    return run
+
+
+def _epoch(run: _Run, net, epoch: int, writer) -> None:
+    """Train one epoch, validate (rank 0), save last.pt (and best.pt), log its row."""
+    config, logdir = run.config, Path(run.config.logdir)
+    loader = train_loader(
+        run.train_set, config.batch_size, epoch, config.seed, config.num_workers, (run.rank, run.world)
+    )
+    t0 = time.time()
+    stats = train_one_epoch(
+        net, loader, run.optimizer, run.scheduler, run.device, config.amp, run.scaler, run.train_set.class_ids,
+        config.max_steps_per_epoch, config.progress and run.rank == 0, f"train epoch {epoch}", epoch,
+    )  # fmt: skip
+    row = {"epoch": epoch, "train_loss": stats["loss"], "train_miou": stats["miou"], "val_miou": float("nan")}
+    row.update(val_fb_iou=float("nan"), lr=run.scheduler.get_last_lr()[0], seconds=time.time() - t0)
+    if run.rank == 0 and ((epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs):
+        result = evaluate(
+            run.model, run.val_set, device=run.device, batch_size=config.batch_size, num_workers=config.num_workers,
+            progress=config.progress, max_episodes=config.val_episodes, desc=f"val epoch {epoch}",
+        )  # fmt: skip
+        row["val_miou"], row["val_fb_iou"] = result.miou, result.fb_iou
+        log.info("epoch %d: validated, val mIoU %.2f", epoch, result.miou)
+        if result.miou > run.best_miou:
+            run.best_miou, run.best_epoch = result.miou, epoch
+    if run.rank == 0:
+        ckpt = _checkpoint(
+            config, run.model, run.optimizer, run.scheduler, run.scaler, epoch, run.best_miou, run.best_epoch,
+            run.rows + [row],
+        )  # fmt: skip
+        # best.pt first (its own file), then last.pt: a crash in between redoes this epoch
+        if run.best_epoch == epoch:
+            save_atomic(ckpt, logdir / "best.pt")
+        save_atomic(ckpt, logdir / "last.pt")
+        log.info("epoch %d: last.pt saved", epoch)
+        run.rows.append(row)
+        _log_epoch(logdir, run.rows, writer)
+        log.info("epoch %d: metrics.csv written", epoch)
 
 
 def train(config: TrainConfig) -> TrainResult:
@@ -326,85 +367,28 @@ def train(config: TrainConfig) -> TrainResult:
         device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
         torch.cuda.set_device(device)
     created_group = _init_distributed(device)
-    rank, world = _world()
     logdir = Path(config.logdir)
-    seed_everything(config.seed)
-    train_set, val_set, model, optimizer, scheduler, scaler = _build(config, device)
-    start_epoch, best_miou, best_epoch, rows = 0, -1.0, -1, []
-
-    ckpt = prepare_run_folder(config, write=rank == 0)
-    if ckpt is not None:  # resume: the saved BatchNorm statistics replace any recalibration
-        start_epoch, best_miou, best_epoch, rows = _restore(
-            ckpt, logdir / "last.pt", model, optimizer, scheduler, scaler
-        )
-    elif config.recalibrate_bn:  # identical on every rank: same seeded batches
-        loader = train_loader(train_set, config.batch_size, 10**6, config.seed, config.num_workers, (0, 1))
-        recalibrate_batchnorm(
-            model.backbone, (b["query_img"].to(device) for _, b in zip(range(config.recalibrate_bn), loader))
-        )
-    net = model
-    if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    writer = None
-    if rank == 0:
-        logdir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(logdir / "config.json", json.dumps(asdict(config), indent=2))
-        writer = _tensorboard(logdir)
-
-    for epoch in range(start_epoch, config.epochs):
-        loader = train_loader(train_set, config.batch_size, epoch, config.seed, config.num_workers, (rank, world))
-        t0 = time.time()
-        stats = train_one_epoch(
-            net,
-            loader,
-            optimizer,
-            scheduler,
-            device,
-            config.amp,
-            scaler,
-            train_set.class_ids,
-            config.max_steps_per_epoch,
-            config.progress and rank == 0,
-            f"epoch {epoch}",
-        )
-        row = {
-            "epoch": epoch,
-            "train_loss": stats["loss"],
-            "train_miou": stats["miou"],
-            "val_miou": float("nan"),
-            "val_fb_iou": float("nan"),
-            "lr": scheduler.get_last_lr()[0],
-            "seconds": time.time() - t0,
-        }
-        if rank == 0 and ((epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs):
-            result = evaluate(
-                model,
-                val_set,
-                device=device,
-                batch_size=config.batch_size,
-                num_workers=config.num_workers,
-                progress=config.progress,
-                max_episodes=config.val_episodes,
-            )
-            row["val_miou"], row["val_fb_iou"] = result.miou, result.fb_iou
-            log.info("epoch %d: validated, val mIoU %.2f", epoch, result.miou)
-            if result.miou > best_miou:
-                best_miou, best_epoch = result.miou, epoch
-        if rank == 0:
-            ckpt = _checkpoint(config, model, optimizer, scheduler, scaler, epoch, best_miou, best_epoch, rows + [row])
-            # best.pt first (a hard link, no second copy), then last.pt: a crash in between redoes this epoch
-            save_atomic(ckpt, logdir / "last.pt", also=[logdir / "best.pt"] if best_epoch == epoch else [])
-            log.info("epoch %d: last.pt saved", epoch)
-            rows.append(row)
-            _log_epoch(logdir, rows, writer)
-            log.info("epoch %d: metrics.csv written", epoch)
-        if world > 1:
-            dist.barrier()
-    if writer is not None:
-        writer.close()
-    history = pd.read_csv(logdir / "metrics.csv") if (rank == 0 and (logdir / "metrics.csv").exists()) else None
+    lock = RunLock(logdir) if _world()[0] == 0 else None
+    try:
+        run = _start(config, device)
+        net = run.model
+        if run.world > 1:
+            ids = [device.index] if device.type == "cuda" else None
+            net = torch.nn.parallel.DistributedDataParallel(run.model, device_ids=ids)
+        writer = None
+        if run.rank == 0:
+            write_text_atomic(logdir / "config.json", json.dumps(config.as_dict(), indent=2))
+            writer = _tensorboard(logdir)
+        for epoch in range(run.start_epoch, config.epochs):
+            _epoch(run, net, epoch, writer)
+            if run.world > 1:
+                dist.barrier()
+        if writer is not None:
+            writer.close()
+    finally:
+        if lock is not None:
+            lock.release()
+    history = pd.read_csv(logdir / "metrics.csv") if (run.rank == 0 and (logdir / "metrics.csv").exists()) else None
     if created_group:
         dist.destroy_process_group()
-    return TrainResult(logdir, best_miou, best_epoch, config.epochs - 1, history, model)
+    return TrainResult(logdir, run.best_miou, run.best_epoch, config.epochs - 1, history, run.model)

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from .build import load_model
 from .data import make_benchmark
 from .evaluation import evaluate
-from .model import HSNet
 
 PAPER_DIR = Path(__file__).resolve().parent.parent / "data" / "paper"
 CHECKPOINT_NAME = re.compile(r"^(pascal|coco|fss)_fold([0-3])_(resnet50|resnet101|vgg16)\.pt$")
@@ -58,7 +58,7 @@ def reproduce(
     """Run the official protocol for every checkpoint and shot: ours, the paper's, and the difference."""
     rows = []
     for ck in checkpoints:
-        model = ck.get("model") or HSNet.load(ck["path"], backbone=ck["backbone"])
+        model = ck.get("model") or load_model(ck["path"], backbone=ck["backbone"])
         for shot in shots:
             ds = make_benchmark(
                 ck["benchmark"], root, fold=ck["fold"], split="test", shot=shot, img_size=ck.get("img_size", 400)

@@ -23,9 +23,11 @@ from pathlib import Path
 
 from .backbone import build_backbone, imagenet_weights_available
 from .checkpoint import load_checkpoint_file
-from .engine import TrainConfig, TrainResult, train
+from .engine import TrainResult, train
 from .errors import WeightsError
 from .model import HSNet
+from .model_config import ModelConfig
+from .train_config import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -71,11 +73,11 @@ def backbone_weights(backbone: str = "resnet50", download: bool = True) -> tuple
 
 def toy_config(logdir, recipe: ToyRecipe = NOTEBOOK, weights: str | None = None, **overrides) -> TrainConfig:
     """The :class:`~hsnetlib.engine.TrainConfig` of a toy run; ``overrides`` set other fields
-    (``use_support_mask=False`` for HSNet†, ``progress=False`` ...)."""
+    (``use_support_mask=False`` for HSNet†, ``progress=False`` ...; model fields go to ``config.model``)."""
     config = TrainConfig(
         benchmark="toy",
         fold=recipe.fold,
-        backbone="resnet50",
+        model=ModelConfig(backbone="resnet50"),
         weights=weights,
         recalibrate_bn=0 if weights else recipe.bn_batches,
         img_size=recipe.img_size,
@@ -87,7 +89,7 @@ def toy_config(logdir, recipe: ToyRecipe = NOTEBOOK, weights: str | None = None,
         logdir=str(logdir),
         progress=False,  # no progress bars in notebooks; hsnet demo turns them on
     )
-    return replace(config, **overrides)
+    return config.with_changes(**overrides)
 
 
 def toy_model(

@@ -1,7 +1,8 @@
 """Follow one episode through the 4D learner (Sec. 3.3): every stage's name, shape and output.
 
-The learner is run as it is (reference modules, ``HSNet.forward``); forward hooks record what
-each stage produces, so the trace cannot drift from the model. Stage names use the paper's
+The learner is run as it is (the reference modules, :meth:`HSNet.forward <hsnetlib.model.HSNet.forward>`,
+also for a fast model, whose modules are the same); forward hooks record what each stage produces,
+so the trace cannot drift from the model. Stage names use the paper's
 notation: f^sqz_p squeezes level p (p = 1 the finest, 3 the deepest), f^mix_p mixes, Z is the
 output of f^mix_1 averaged over the support dims, then the 2D decoder.
 """
@@ -14,14 +15,7 @@ import torch
 import torch.nn as nn
 
 from .conv4d import KERNELS
-
-BLOCKS = (  # module name -> paper name; module names are the released checkpoints' (ResNet stage numbers)
-    ("encoder_layer4", "f^sqz_3"),
-    ("encoder_layer3", "f^sqz_2"),
-    ("encoder_layer2", "f^sqz_1"),
-    ("encoder_layer4to3", "f^mix_2"),
-    ("encoder_layer3to2", "f^mix_1"),
-)
+from .model import HSNet
 
 
 @dataclass
@@ -46,10 +40,8 @@ def trace_episode(model, query_img, support_img, support_mask) -> list[Stage]:
 
         return hook
 
-    for attr, paper in BLOCKS:
-        block = getattr(learner, attr, None)
-        if block is None:  # a one-level ablation has no mixing blocks
-            continue
+    for attr, paper in learner.blocks():  # a one-level ablation has no mixing blocks
+        block = getattr(learner, attr)
         level = paper[-1]
         entering = f"{paper} input: C_{level}" if "sqz" in paper else f"{paper} input: upsampled + f^sqz_{level}"
         hooks.append(block.register_forward_pre_hook(record(entering, use_input=True)))
@@ -61,7 +53,7 @@ def trace_episode(model, query_img, support_img, support_mask) -> list[Stage]:
     hooks.append(learner.decoder2.register_forward_hook(record("decoder after 2x upsampling: logits")))
     try:
         with torch.no_grad():
-            logits = model(query_img, support_img, support_mask, fused=False)
+            logits = HSNet.forward(model, query_img, support_img, support_mask)  # the reference computation
     finally:
         for h in hooks:
             h.remove()

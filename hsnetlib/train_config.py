@@ -1,45 +1,42 @@
-"""The training configuration: one dataclass, the single place of every default.
+"""The training configuration: one dataclass, the single place of every training default.
 
-Each field carries its one-line help, its choices (read from the registries: ``BACKBONES``,
-``KERNELS``, ``BENCHMARKS``) and, where the official ``train.py`` spells it differently, its
-command-line name (``--bsz``, ``--niter``, ``--logpath``, ``--nworker``). ``hsnet train`` is
-derived from it (:func:`hsnetlib.cli_config.add_config_args`): a new field is one edit here.
+Each field carries its one-line help, its choices (read from the registries) and, where the
+official ``train.py`` spells it differently, its command-line name (``--bsz``, ``--niter``,
+``--logpath``, ``--nworker``). The model's own settings are a nested
+:class:`~hsnetlib.model_config.ModelConfig` (``config.model``), whose fields are flags too.
+``hsnet train`` is derived from both (:func:`hsnetlib.cli_config.add_config_args`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 
-from .backbone import BACKBONES
-from .conv4d import KERNELS
+from .cli_config import check_choices, opt
 from .data import BENCHMARKS
+from .data.episodes import PAPER_IMG_SIZE, check_img_size
 from .errors import HSNetError
+from .model_config import ModelConfig
 
 AMP_MODES = ("off", "bf16", "fp16")
 SCHEDULES = ("constant", "cosine", "poly")
-
-
-def opt(default, help: str, flags: tuple[str, ...] = (), choices=None, type=None):
-    """A config field with its command-line help, optional official flag names, choices and type."""
-    return field(default=default, metadata={"help": help, "flags": flags, "choices": choices, "type": type})
+MODEL_FIELDS = tuple(f.name for f in fields(ModelConfig))
 
 
 @dataclass
 class TrainConfig:
     benchmark: str = opt("pascal", "benchmark", choices=tuple(BENCHMARKS))
-    datapath: str | None = opt(None, "folder holding VOC2012/, COCO2014/, FSS-1000/ (None: $HSNET_DATA)", type=str)
-    fold: int = opt(0, "held-out fold (its classes are never seen in training); FSS: 0")
-    backbone: str = opt("resnet101", "frozen backbone", choices=tuple(BACKBONES))
-    kernel: str = opt("center-pivot", "4D convolution kernel (Table 4)", choices=tuple(KERNELS))
-    weights: str | None = opt("imagenet", "backbone init: imagenet | none (random) | PATH to a local file", type=str)
-    use_support_mask: bool = opt(True, "support feature masking (Eq. 1); without it: HSNet† of Table 1")
-    feature_layers: str = opt(
-        "all", "ablation: 'last' correlates only the last layer per level", choices=("all", "last")
+    datapath: str | None = opt(
+        None, "folder holding VOC2012/, COCO2014/, FSS-1000/ (None: $HSNET_DATA)", type=str, path=True
     )
-    pyramid_levels: int = opt(3, "ablation: 1 keeps only the deepest level", choices=(1, 3))
+    fold: int = opt(0, "held-out fold (its classes are never seen in training); FSS: 0")
+    model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "the model (its own flags)"})
+    weights: str | None = opt(
+        "imagenet", "backbone init: imagenet | none (random) | PATH to a local file", type=str, path=True
+    )
+    fast_path: bool = opt(True, "the fast path; off: the reference modules (same function, slower)")
     recalibrate_bn: int = opt(0, "random backbone only: re-estimate BatchNorm stats on N training batches (0: off)")
     shot: int = opt(1, "supports per training episode (the paper trains 1-shot)")
-    img_size: int = opt(400, "square input size (paper: 400)")
+    img_size: int = opt(PAPER_IMG_SIZE, "square input size (paper: 400)")
     batch_size: int = opt(20, "episodes per step over all processes (paper: 20 PASCAL/FSS, 40 COCO)", ("--bsz",))
     lr: float = opt(1e-3, "Adam learning rate (paper: 1e-3)")
     weight_decay: float = opt(0.0, "Adam weight decay (paper: none)")
@@ -53,32 +50,50 @@ class TrainConfig:
     amp: str = opt("off", "mixed precision: bf16 (CPU or CUDA) | fp16 (CUDA, with GradScaler)", choices=AMP_MODES)
     seed: int = opt(0, "seeds init, episodes and shuffling")
     logdir: str = opt(
-        "runs/hsnet", "run folder: config.json, metrics.csv, last.pt, best.pt, tensorboard", ("--logpath",)
+        "runs/hsnet", "run folder: config.json, metrics.csv, last.pt, best.pt, tensorboard", ("--logpath",), path=True
     )
     resume: bool = opt(False, "continue the run in logdir from its last.pt (same config; more epochs allowed)")
     overwrite: bool = opt(False, "start afresh in a non-empty logdir, deleting its run files")
     progress: bool = opt(True, "tqdm progress bars")
-    splits_dir: str | None = opt(None, "split files folder (None: the cache, $HSNET_SPLITS)", type=str)
+    splits_dir: str | None = opt(None, "split files folder (None: the cache, $HSNET_SPLITS)", type=str, path=True)
     verify_splits: bool = opt(True, "check split files with official names against their SHA-256")
+
+    def with_changes(self, **changes) -> TrainConfig:
+        """A copy with ``changes``; fields of the model (``use_support_mask=False`` ...) go to ``model``."""
+        model = {k: changes.pop(k) for k in list(changes) if k in MODEL_FIELDS}
+        return replace(self, model=replace(self.model, **model), **changes)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        """A TrainConfig from ``asdict`` output (``config.json``, a checkpoint), nested or in the flat form of
+        earlier versions (model fields at the top level)."""
+        values = dict(values)
+        model = values.pop("model", None) or {k: values.pop(k) for k in MODEL_FIELDS if k in values}
+        known = {f.name for f in fields(cls)}
+        return cls(model=ModelConfig.from_dict(model), **{k: v for k, v in values.items() if k in known})
+
+    def as_dict(self) -> dict:
+        return asdict(self)
 
     def validate(self) -> None:
         """Raise :class:`~hsnetlib.errors.HSNetError` naming the first field out of range and the fix."""
-        for name in ("benchmark", "backbone", "kernel", "feature_layers", "pyramid_levels", "amp", "schedule"):
-            choices = self.__dataclass_fields__[name].metadata["choices"]
-            if getattr(self, name) not in choices:
-                raise HSNetError(f"{name} must be one of {list(choices)}, got {getattr(self, name)!r}")
+        check_choices(self, ("benchmark", "amp", "schedule"))
         if self.recalibrate_bn and self.weights is not None:
             raise HSNetError("recalibrate_bn is for a random backbone (weights=None); ImageNet statistics are kept")
-        for name in ("batch_size", "epochs", "eval_every", "img_size"):
+        check_img_size(self.img_size)
+        for name in ("batch_size", "epochs", "eval_every"):
             if getattr(self, name) < 1:
                 raise HSNetError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("max_steps_per_epoch", "val_episodes"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise HSNetError(f"{name} must be >= 1 or None (no limit), got {getattr(self, name)}")
-        if self.lr <= 0 or self.weight_decay < 0 or self.recalibrate_bn < 0 or self.num_workers < 0:
+        if not (0 < self.lr < float("inf")) or not (0 <= self.weight_decay < float("inf")):
             raise HSNetError(
-                f"lr must be > 0 and weight_decay, recalibrate_bn, num_workers >= 0; got {self.lr}, "
-                f"{self.weight_decay}, {self.recalibrate_bn}, {self.num_workers}"
+                f"lr must be a finite number > 0 and weight_decay finite >= 0; got {self.lr}, {self.weight_decay}"
+            )
+        if self.recalibrate_bn < 0 or self.num_workers < 0:
+            raise HSNetError(
+                f"recalibrate_bn and num_workers must be >= 0; got {self.recalibrate_bn}, {self.num_workers}"
             )
         if not str(self.logdir).strip():
             raise HSNetError("logdir is empty; give a run folder, e.g. runs/pascal-fold0")
@@ -96,6 +111,7 @@ RESUMABLE = (
     "splits_dir",
     "num_workers",
     "device",
+    "fast_path",
     "progress",
     "logdir",
     "resume",

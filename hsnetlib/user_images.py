@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -119,9 +120,42 @@ def load_user_episode(query: Source, supports: list[Source], masks: list[Source]
     )
 
 
+OUTPUT_SUFFIXES = (".png", ".jpg", ".jpeg", ".pdf", ".svg")  # the overlay's formats, chosen by the suffix
+
+
+def segmentation_outputs(out: str | os.PathLike, inputs) -> tuple[Path, Path]:
+    """The two files a segmentation writes, checked before anything runs: the overlay ``out`` and the
+    mask ``<out stem>_mask.png`` beside it. Refuses a folder, a suffix matplotlib cannot write, and any
+    output that is one of ``inputs`` (it would be overwritten)."""
+    out = Path(out).expanduser()
+    if out.is_dir() or str(out).endswith(("/", os.sep)):
+        raise UserImageError(f"--out {out} is a folder; give the overlay's file name, e.g. {out / 'pred.png'}")
+    if out.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise UserImageError(
+            f"--out {out}: the overlay's format comes from its suffix, one of {', '.join(OUTPUT_SUFFIXES)}; "
+            f"got {out.suffix or 'none'} (e.g. {out.with_suffix('.png')})"
+        )
+    mask = out.with_name(out.stem + "_mask.png")
+    for path in (out, mask):
+        for src in inputs:
+            if isinstance(src, (str, os.PathLike)) and _same_file(path, Path(src).expanduser()):
+                raise UserImageError(f"--out {out} would write {path}, which is the input {src}; choose another --out")
+    return out, mask
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.exists() and b.exists():
+        return os.path.samefile(a, b)
+    return a.resolve() == b.resolve()
+
+
 @torch.no_grad()
-def segment(model, episode: UserEpisode) -> torch.Tensor:
+def segment(model, episode: UserEpisode, device=None) -> torch.Tensor:
     """HSNet's mask of the query at its original size, (H, W) in {0, 1} (the K-shot vote for K > 1)."""
+    if device is not None:
+        from .evaluation import resolve_device
+
+        model = model.to(resolve_device(device))
     device = next(model.parameters()).device
     pred = model.predict(
         episode.query_img[None].to(device),

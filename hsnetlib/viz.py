@@ -179,14 +179,14 @@ def show_episode(item: dict, title: str = "An episode"):
     return fig
 
 
-def save_segmentation(episode, pred: torch.Tensor, out) -> tuple[Path, Path]:
-    """Write ``out`` (supports with their masks | query | prediction, PNG) and ``<out>_mask.png``
-    (the predicted mask at the query's original size, white = object). Returns both paths."""
+def save_segmentation(episode, pred: torch.Tensor, out, mask_path) -> tuple[Path, Path]:
+    """Write ``out`` (supports with their masks | query | prediction; format by its suffix) and
+    ``mask_path`` (the predicted mask at the query's original size, PNG, white = object); both paths
+    come from :func:`hsnetlib.user_images.segmentation_outputs`. Returns them."""
     from .user_images import original_query
 
-    out = Path(out)
+    out, mask_path = Path(out), Path(mask_path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    mask_path = out.with_name(out.stem + "_mask.png")
     Image.fromarray((pred.numpy() > 0).astype(np.uint8) * 255).save(mask_path)
     k = episode.support_imgs.shape[0]
     fig, axes = plt.subplots(1, k + 2, figsize=(2.6 * (k + 2), 3.0), squeeze=False)

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 from hsnetlib.backbone import extract_features
 from hsnetlib.baselines import AllBackground, AllForeground, CorrelationBaseline
+from hsnetlib.fast import FastHSNet
 from hsnetlib.model import HSNet
 
 from naive import cosine_correlation
@@ -55,7 +56,7 @@ def test_correlation_baseline_is_its_definition():
 
 def test_baseline_of_a_model_uses_its_folded_backbone_and_agrees():
     torch.manual_seed(0)
-    model = HSNet("resnet50").eval()
+    model = FastHSNet("resnet50").eval()
     q, s, m = _episode(B=1, K=2, seed=1)
     plain = CorrelationBaseline(net=model.backbone).predict(q, s, m)
     fast = CorrelationBaseline.of_model(model).predict(q, s, m)

@@ -190,15 +190,17 @@ def test_evaluation_sizes_must_be_positive():
     [
         ({"benchmark": "voc"}, "benchmark must be one of"),
         ({"backbone": "resnet18"}, "backbone must be one of"),
-        ({"lr": 0.0}, "lr must be > 0"),
-        ({"num_workers": -1}, "num_workers >= 0"),
+        ({"lr": 0.0}, "lr must be a finite number > 0"),
+        ({"lr": float("inf")}, "lr must be a finite number > 0"),
+        ({"lr": float("nan")}, "lr must be a finite number > 0"),
+        ({"num_workers": -1}, "num_workers must be >= 0"),
         ({"epochs": 0}, "epochs must be >= 1"),
         ({"logdir": " "}, "logdir is empty"),
     ],
 )
 def test_train_config_values_are_checked_in_one_place(change, message):
     with pytest.raises(HSNetError, match=message):
-        TrainConfig(**change).validate()
+        TrainConfig().with_changes(**change).validate()
 
 
 # -- the command line ---------------------------------------------------------------------------------
@@ -207,7 +209,7 @@ def test_train_config_values_are_checked_in_one_place(change, message):
     [
         (["bench", "inference", "--shots", "0"], "shots must be >= 1"),
         (["bench", "inference", "--repeats", "0"], "repeats must be >= 1"),
-        (["bench", "kernels", "--img-size", "8"], "img_size must be >= 32"),
+        (["bench", "kernels", "--img-size", "8"], "img_size must be an int of at least 32"),
         (["bench", "training", "--settings", "128x0"], "batch must be >= 1"),
         (["train", "--benchmark", "toy", "--logpath", ""], "logdir is empty"),
         (["train", "--benchmark", "toy", "--bsz", "0"], "batch_size must be >= 1"),
@@ -235,7 +237,7 @@ def test_no_verify_splits_flag_reaches_the_datasets(roots, tmp_path, capsys):
     argv += ["--load", str(tmp_path / "m.pt"), "--episodes", "2", "--img-size", "64"]
     assert main(argv) == 2 and "--no-verify-splits" in capsys.readouterr().err  # a custom file fails the checksum
     assert main([*argv, "--no-verify-splits"]) == 0
-    assert "pascal fold 0 1-shot: mIoU" in capsys.readouterr().out
+    assert "pascal fold 0 1-shot, " in capsys.readouterr().out
 
 
 # -- a run killed at random points, then resumed, ends where an uninterrupted run ends ------------------
@@ -330,5 +332,5 @@ def test_a_full_disk_while_saving_names_the_file_and_keeps_the_old_one(tmp_path,
 def test_float64_images_for_a_float32_model_are_named():
     model = HSNet("resnet50").eval()
     q, s, m = torch.randn(1, 3, 64, 64).double(), torch.randn(1, 1, 3, 64, 64).double(), torch.ones(1, 1, 64, 64)
-    with pytest.raises(ValueError, match="images are float64 but the model is torch.float32"):
+    with pytest.raises(ValueError, match="query_img is torch.float64 but the model is torch.float32"):
         model.predict(q, s, m)

@@ -5,7 +5,6 @@ import pytest
 import torch
 
 from hsnetlib import HSNet
-from hsnetlib.profile import PAPER_TABLE4
 from hsnetlib.reproduce import find_checkpoints, paper_miou, paper_table, reproduce
 
 
@@ -19,14 +18,6 @@ def test_paper_numbers_are_read_from_the_csv_tables():
     for shot in (1, 5):  # the transcribed mean is the mean of the folds (to the paper's rounding)
         folds = hsnet.loc[shot, ["fold0", "fold1", "fold2", "fold3"]]
         assert abs(folds.mean() - hsnet.loc[shot, "mean"]) <= 0.051
-
-
-def test_profile_constants_agree_with_table4_csv():
-    t4 = paper_table("kernels").set_index("kernel")
-    for kernel, row in PAPER_TABLE4.items():
-        for col in ("params_M", "time_ms", "memory_GB", "GFLOPs"):
-            assert row[col] == t4.loc[kernel, col]
-        assert row["miou_1shot"] == t4.loc[kernel, "mean_1shot"]
 
 
 def test_find_checkpoints_by_name(tmp_path):

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from hsnetlib.engine import RunFolderError
+from hsnetlib.run_folder import RunFolderError
 from hsnetlib.toy_runs import ToyRecipe, backbone_weights, toy_config, toy_model
 
 TINY = ToyRecipe(img_size=64, batch_size=2, epochs=2, steps_per_epoch=1, val_episodes=2, bn_batches=1)
@@ -38,6 +38,6 @@ def test_a_different_recipe_in_the_same_folder_is_refused(tmp_path):
 def test_config_and_weights_note():
     config = toy_config("runs/x", TINY, None, use_support_mask=False)
     assert (config.img_size, config.max_steps_per_epoch, config.recalibrate_bn) == (64, 1, 1)
-    assert not config.use_support_mask and not config.progress
+    assert not config.model.use_support_mask and not config.progress
     weights, note = backbone_weights("resnet50", download=False)
     assert note.startswith("backbone weights: ") and (weights is None) == ("RANDOM" in note)

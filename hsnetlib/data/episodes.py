@@ -24,6 +24,8 @@ from torchvision import transforms
 from ..errors import HSNetError
 from .splits import split_path
 
+PAPER_IMG_SIZE = 400  # the paper's (and the official code's) square input size
+MIN_IMG_SIZE = 32  # the backbones divide the input by 32: below it the deepest pyramid level has no grid
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 EVAL_SPLITS = ("val", "test")
@@ -32,6 +34,16 @@ NUM_EVAL_EPISODES = 1000  # PASCAL-5i and COCO-20i test on 1000 episodes
 
 class DatasetError(HSNetError):
     """Dataset files missing or malformed; the message names the path and the fix."""
+
+
+def check_img_size(img_size, what: str = "img_size") -> int:
+    """The one rule for input sizes everywhere (training, evaluation, benchmarks, your own images):
+    an int of at least MIN_IMG_SIZE. Returns it; raises HSNetError naming ``what`` otherwise."""
+    if isinstance(img_size, bool) or not isinstance(img_size, int) or img_size < MIN_IMG_SIZE:
+        raise HSNetError(
+            f"{what} must be an int of at least {MIN_IMG_SIZE} pixels (the backbone divides it by 32), got {img_size!r}"
+        )
+    return img_size
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,14 @@
 """Center-pivot 4D convolution (Sec. 3.2, Eq. 5) on the fast path's query-major layout, with its own backward.
 
 Same function as :class:`hsnetlib.conv4d.CenterPivotConv4d` on the channel-major tensor, for
-tensors kept ``(B, Ha, Wa, C, Hb, Wb)``:
+tensors kept ``(B, Ha, Wa, C, Hb, Wb)`` (tests: ``tests/test_fast_layers.py``, ``tests/test_fast_backward.py``):
 
 - conv2 (support dims) reads ``(B*Ha*Wa, C, Hb, Wb)`` as a free view and writes its output in
   the same layout; on a support grid smaller than the kernel (2x2 grid, 3x3 kernel) it is one
   matrix product with the convolution's dense matrix, which skips the padding taps.
 - conv1 (query dims) copies only the kept support positions (1/s^2 of the input); its output is
   added in place into conv2's.
-- The first layer of a squeeze block may get a :class:`~hsnetlib.fastpath.SupportWindow`: the
+- The first layer of a squeeze block may get a :class:`~hsnetlib.fast.correlation.SupportWindow`: the
   hypercorrelation is zero outside the mask's window, so both branches there give their biases
   and only the outputs that see the window are convolved (:func:`center_pivot_window`).
 
@@ -26,19 +26,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .conv4d import CenterPivotConv4d
-from .groupnorm_qm import _needs_grad, channel_sums
-
-_conv_backward = torch.ops.aten.convolution_backward
-
-
-def _weight_and_input_grads(grad_out, inp, weight, stride, padding, need_input: bool):
-    """Gradients of ``F.conv2d(inp, weight, None, stride, padding)``: -> (input grad or None, weight grad)."""
-    dt = grad_out.dtype
-    gi, gw, _ = _conv_backward(
-        grad_out, inp.to(dt), weight.to(dt), None, stride, padding, (1, 1), False, (0, 0), 1, (need_input, True, False)
-    )
-    return gi, gw.to(weight.dtype)
+from ..conv4d import CenterPivotConv4d
+from .groupnorm import channel_sums, needs_grad
+from .ops import conv_backward as _weight_and_input_grads
 
 
 def _bias_grad(grad_out: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -152,8 +142,10 @@ class CenterPivotQM(torch.autograd.Function):
         return grad_x, grad_w1, grad_b1, grad_w2, grad_b2, None, None, None, None
 
 
-def center_pivot_qm(layer: CenterPivotConv4d, x: torch.Tensor) -> torch.Tensor:
-    """Eq. (5) on a query-major tensor: (B, Ha, Wa, C, Hb, Wb) -> (B, Ha, Wa, O, Hb', Wb')."""
+def center_pivot_qm(layer: CenterPivotConv4d, x: torch.Tensor, own_backward: bool = True) -> torch.Tensor:
+    """Eq. (5) on a query-major tensor: (B, Ha, Wa, C, Hb, Wb) -> (B, Ha, Wa, O, Hb', Wb').
+
+    ``own_backward=False``: autograd through the same forward instead of :class:`CenterPivotQM`."""
     B, Ha, Wa, C, Hb, Wb = x.shape
     if C != layer.in_channels:
         raise ValueError(f"center_pivot_qm expects (B, Ha, Wa, {layer.in_channels}, Hb, Wb), got {tuple(x.shape)}")
@@ -169,7 +161,7 @@ def center_pivot_qm(layer: CenterPivotConv4d, x: torch.Tensor) -> torch.Tensor:
         w2 = _dense_support_matrix(layer.conv2, Hb, Wb, Hk, Wk)  # (C*Hb*Wb, O*Hk*Wk)
         b2 = b2.repeat_interleave(Hk * Wk) if b2 is not None else None  # (O*Hk*Wk)
     args = (x.contiguous(), w1, b1, w2, b2, (sh, sw), (ph, pw), layer.conv1.padding, (Hk, Wk))
-    if _needs_grad(args[:5]):
+    if own_backward and needs_grad(args[:5]):
         return CenterPivotQM.apply(*args)
     return _qm_forward(*args)[0]
 
@@ -259,8 +251,8 @@ class CenterPivotWindow(torch.autograd.Function):
         return None, None, None, None, grad_w1, grad_b1, grad_w2, grad_b2, None, None, None
 
 
-def center_pivot_window(layer: CenterPivotConv4d, win) -> torch.Tensor:
-    """Eq. (5) on a windowed hypercorrelation (:class:`~hsnetlib.fastpath.SupportWindow`, zeros
+def center_pivot_window(layer: CenterPivotConv4d, win, own_backward: bool = True) -> torch.Tensor:
+    """Eq. (5) on a windowed hypercorrelation (:class:`~hsnetlib.fast.correlation.SupportWindow`, zeros
     outside the window): -> (B, Ha, Wa, O, Hk, Wk).
 
     Outside the window both branches convolve zeros, so the output there is the sum of the two
@@ -268,12 +260,14 @@ def center_pivot_window(layer: CenterPivotConv4d, win) -> torch.Tensor:
     the kept support positions inside it.
     """
     if win.is_full:
-        return center_pivot_qm(layer, win.corr)
-    if win.corr.requires_grad:  # not the model's case (a frozen backbone): the dense layer gives the input gradient
-        return center_pivot_qm(layer, win.dense())
+        return center_pivot_qm(layer, win.corr, own_backward)
     params = (layer.conv1.weight, layer.conv1.bias, layer.conv2.weight, layer.conv2.bias)
+    if win.corr.requires_grad or (not own_backward and needs_grad(params)):
+        # an input gradient (not the model's case: the backbone is frozen), or autograd instead of the own
+        # backward: the dense layer, where every weight takes part (a branch outside the window gets 0, not None)
+        return center_pivot_qm(layer, win.dense(), own_backward)
     args = (win.corr.contiguous(), win.full, win.top, win.left, *params)
     args += (layer.stride[2:], layer.padding[2:], layer.conv1.padding)
-    if _needs_grad(params):
+    if needs_grad(params):
         return CenterPivotWindow.apply(*args)
     return _window_forward(*args)[0]

@@ -2,7 +2,8 @@
 and ReLU; 4 groups, as in the official code) in the fast path's query-major layout
 ``(B, Ha, Wa, C, Hb, Wb)``, with its own backward pass.
 
-Same function as ``relu(nn.GroupNorm(G, C)(x))`` on the channel-major tensor; statistics per
+Same function as ``relu(nn.GroupNorm(G, C)(x))`` on the channel-major tensor (tests:
+``tests/test_fast_layers.py``, ``tests/test_fast_backward.py``); statistics per
 (item, group) over the group's channels and all query and support positions.
 
 Autograd through the forward's few ops would keep and revisit many full-size tensors (the two
@@ -105,18 +106,19 @@ class GroupNormReLU(torch.autograd.Function):
         return grad_x, grad_w, grad_b, None, None
 
 
-def _needs_grad(tensors) -> bool:
+def needs_grad(tensors) -> bool:
     """True when autograd must track a call on ``tensors`` (then the Functions here run)."""
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
-def group_norm_relu_qm(norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
+def group_norm_relu_qm(norm: nn.GroupNorm, x: torch.Tensor, own_backward: bool = True) -> torch.Tensor:
     """nn.GroupNorm followed by ReLU on a query-major tensor (B, Ha, Wa, C, Hb, Wb).
 
-    With gradients: :class:`GroupNormReLU`. Without: the same forward, no tensor kept.
+    With gradients: :class:`GroupNormReLU` (``own_backward=False``: autograd through the forward).
+    Without: the same forward, no tensor kept.
     """
     weight, bias = (norm.weight, norm.bias) if norm.affine else (None, None)
-    if _needs_grad((x, weight)):
+    if own_backward and needs_grad((x, weight)):
         return GroupNormReLU.apply(x, weight, bias, norm.num_groups, norm.eps)
     mean, rstd = group_stats(x.contiguous(), norm.num_groups, norm.eps)
     return _normalize_relu(x, *_affine(mean, rstd, weight, bias, x.shape[3]))

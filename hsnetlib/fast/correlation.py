@@ -1,0 +1,116 @@
+"""Eq. (1)-(2) in the fast path's query-major layout: the same hypercorrelation as
+:func:`hsnetlib.correlation.hypercorrelation`, stored ``(B, Ha, Wa, |L_p|, Hb, Wb)`` and only where it can
+be nonzero (tests: ``tests/test_fast_layers.py``).
+
+- Each layer's correlation is written straight into its channel slot of the query-major layout (one
+  matrix product per item and layer into a strided view): no stacking copy of the largest tensor.
+- ``windowed`` (the CPU choice): only the mask's bounding window of the support grid is stored
+  (:class:`SupportWindow`), and within it only the support positions inside the resized mask are
+  computed; the others correlate to exactly 0, since Eq. (1) zeroes their features. Finding them
+  reads the mask on the host; on CUDA (``windowed=False``) every position is computed instead,
+  with no host synchronization. The result is the same.
+- ``dtype``: the compute dtype of the products (bfloat16 under autocast); norms in the features' dtype.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..correlation import EPS, pyramid_groups, resized_mask, unit_norm
+
+
+def unit_query_features(query_feats: Sequence[torch.Tensor], dtype: torch.dtype, eps: float = EPS):
+    """The query side of Eq. (2), once per query: each (B, C, H, W) feature divided by (its L2 norm
+    over C + eps), in ``dtype``."""
+    return [unit_norm(q, 1, eps).to(dtype) for q in query_feats]
+
+
+@dataclass
+class SupportWindow:
+    """A hypercorrelation restricted to the support rows/columns that can be nonzero.
+
+    ``corr`` (B, Ha, Wa, L, h, w) holds the correlations at support rows top..top+h-1 and columns
+    left..left+w-1 of the full (Hb, Wb) grid; every other support position is masked out by
+    Eq. (1), so its correlation is exactly 0 and never stored.
+    """
+
+    corr: torch.Tensor
+    top: int
+    left: int
+    full: tuple[int, int]
+
+    def dense(self) -> torch.Tensor:
+        """The full hypercorrelation (B, Ha, Wa, L, Hb, Wb), zeros outside the window."""
+        h, w = self.corr.shape[-2:]
+        Hb, Wb = self.full
+        pad = (self.left, Wb - self.left - w, self.top, Hb - self.top - h)
+        return F.pad(self.corr, pad)
+
+    @property
+    def is_full(self) -> bool:
+        return tuple(self.corr.shape[-2:]) == tuple(self.full)
+
+
+def _mask_window(mask: torch.Tensor) -> tuple[int, int, int, int]:
+    """(B, Hb, Wb) resized mask -> (top, bottom, left, right), exclusive ends, of its nonzero part (all items)."""
+    rows = (mask > 0).any(dim=2).any(dim=0).nonzero().squeeze(1)
+    cols = (mask > 0).any(dim=1).any(dim=0).nonzero().squeeze(1)
+    if rows.numel() == 0:  # an empty mask: keep one position so that shapes stay valid; it correlates to 0
+        return 0, 1, 0, 1
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+def hypercorrelation_qm(
+    query_units: Sequence[torch.Tensor],
+    support_feats: Sequence[torch.Tensor],
+    support_mask: torch.Tensor | None,
+    pyramid_sizes: Sequence[int],
+    dtype: torch.dtype,
+    eps: float = EPS,
+    windowed: bool = True,
+) -> list[SupportWindow]:
+    """Eq. (1)-(2): -> [C_3, C_2, C_1] (paper numbering, deepest first) as :class:`SupportWindow` s, each
+    ``corr`` (B, Ha, Wa, |L_p|, h, w) over the support window that holds the (resized) mask.
+
+    query_units: :func:`unit_query_features` of the query features, shallow to deep, each (B, C_l, Ha, Wa).
+    support_feats: the support features (unmasked), shallow to deep, each (B, C_l, Hb, Wb).
+    support_mask: (B, H, W) in [0, 1], or None for HSNet† (no masking, every position).
+    """
+    pyramid = []
+    for qs, ss in pyramid_groups(query_units, support_feats, pyramid_sizes):
+        B, _, Ha, Wa = qs[0].shape
+        Hb, Wb = ss[0].shape[-2:]
+        mask = None if support_mask is None else resized_mask(support_mask, (Hb, Wb))[:, 0]  # (B, Hb, Wb)
+        top, bottom, left, right = _mask_window(mask) if windowed and mask is not None else (0, Hb, 0, Wb)
+        h, w = bottom - top, right - left
+        if mask is not None:
+            mask = mask[:, top:bottom, left:right].flatten(1)  # (B, h*w)
+        out = torch.empty(B, Ha * Wa, len(qs), h * w, dtype=dtype, device=qs[0].device)  # (B, Ha*Wa, L, h*w)
+        for b in range(B):
+            keep = _kept_columns(mask[b]) if windowed and mask is not None else None
+            if keep is not None:
+                out[b].zero_()  # masked-out support features correlate to exactly 0 (a memset beats a scatter)
+            for l, (q, s) in enumerate(zip(qs, ss)):
+                s = s[b, :, top:bottom, left:right].reshape(s.shape[1], h * w)  # (C, h*w)
+                if keep is not None:
+                    s, m = s[:, keep], mask[b, keep]  # (C, n_kept)
+                else:
+                    m = None if mask is None else mask[b]
+                sn = unit_norm(s if m is None else s * m.to(s.dtype), 0, eps).to(dtype)  # Eq. (1), then normalized
+                dst = out[b, :, l]  # (Ha*Wa, h*w), a strided view
+                if keep is None:
+                    torch.mm(q[b].reshape(-1, Ha * Wa).t(), sn, out=dst).clamp_(min=0)  # (Ha*Wa, C) @ (C, h*w)
+                elif keep.numel():
+                    dst.index_copy_(1, keep, torch.mm(q[b].reshape(-1, Ha * Wa).t(), sn).clamp_(min=0))
+        pyramid.append(SupportWindow(out.view(B, Ha, Wa, len(qs), h, w), top, left, (Hb, Wb)))
+    return pyramid
+
+
+def _kept_columns(mask: torch.Tensor) -> torch.Tensor | None:
+    """The window positions inside the mask (h*w,) -> their indices, or None when all are inside."""
+    keep = (mask > 0).nonzero().squeeze(1)
+    return None if keep.numel() == mask.numel() else keep
