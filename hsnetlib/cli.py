@@ -11,6 +11,7 @@ import sys
 from dataclasses import dataclass
 
 from . import __version__
+from .cli_config import OneLineErrors
 
 DESCRIPTION = """HSNet (Hypercorrelation Squeeze for Few-Shot Segmentation, ICCV 2021): train, evaluate and
 measure it, or segment your own images. `hsnet COMMAND --help` explains each command."""
@@ -53,13 +54,6 @@ COMMANDS = {
         "hsnet bench inference --backbones resnet50 --precisions fp32",
     ),
 }
-
-
-class OneLineErrors(argparse.ArgumentParser):
-    """Usage errors as one line (``hsnet: error: ...``) and exit status 2."""
-
-    def error(self, message):
-        self.exit(2, f"hsnet: error: {message} (see `{self.prog} --help`)\n")
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:

@@ -154,7 +154,7 @@ def cmd_segment(args):
 
 # -- data ----------------------------------------------------------------------------------------
 def add_prepare_args(p):
-    from .cli import OneLineErrors
+    from .cli_config import OneLineErrors
 
     psub = p.add_subparsers(dest="what", required=True, parser_class=OneLineErrors)
     q = psub.add_parser("pascal", help="VOC2012 + SBD -> VOC2012/SegmentationClassAug")
@@ -230,8 +230,7 @@ def add_bench_args(p):
     from .bench.inference import InferenceBench
     from .bench.kernels import KernelBench
     from .bench.training import TrainingBench
-    from .cli import OneLineErrors
-    from .cli_config import add_config_args
+    from .cli_config import OneLineErrors, add_config_args
 
     bsub = p.add_subparsers(dest="what", required=True, parser_class=OneLineErrors)
     for what, config, text in (

@@ -24,6 +24,13 @@ NEGATIVE_FLAGS = {  # read better than --no-use-support-mask, --no-fast-path
 }
 
 
+class OneLineErrors(argparse.ArgumentParser):
+    """Usage errors as one line (``hsnet: error: ...``) and exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"hsnet: error: {message} (see `{self.prog} --help`)\n")
+
+
 def opt(default, help: str, flags: tuple[str, ...] = (), choices=None, type=None, path: bool = False):
     """A config field with its command-line help, optional official flag names, choices, value type
     (of each element, for a tuple) and whether it is a path (``~`` expanded)."""

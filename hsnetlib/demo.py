@@ -32,12 +32,12 @@ import torch  # noqa: E402
 
 from .baselines import AllForeground, CorrelationBaseline  # noqa: E402
 from .checkpoint import load_checkpoint_file  # noqa: E402
-from .config import smoke  # noqa: E402
 from .data import make_benchmark  # noqa: E402
 from .engine import train  # noqa: E402
 from .errors import HSNetError  # noqa: E402
 from .evaluation import evaluate  # noqa: E402
 from .metrics import episode_iou  # noqa: E402
+from .settings import smoke  # noqa: E402
 from .toy_runs import DEMO, ToyRecipe, backbone_weights, toy_config  # noqa: E402
 from .viz import episode_grid  # noqa: E402
 

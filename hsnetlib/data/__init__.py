@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from ..config import data_root
+from ..settings import data_root
 from .coco import CocoDataset
 from .episodes import DatasetError, Episode, EpisodicDataset
 from .fss import FSSDataset

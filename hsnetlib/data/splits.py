@@ -22,8 +22,8 @@ import pickle
 import urllib.request
 from pathlib import Path
 
-from ..config import cache_dir
 from ..errors import HSNetError
+from ..settings import cache_dir
 
 SPLITS_COMMIT = "6b1bc12"
 SPLITS_URL = "https://raw.githubusercontent.com/juhongm999/hsnet/{commit}/data/splits/{name}"

@@ -1,4 +1,4 @@
-"""Run-time switches read from the environment, in one place.
+"""Run-time settings read from the environment, in one place.
 
 ``HSNET_SMOKE=1`` makes ``hsnet demo`` tiny (seconds instead of minutes), for quick local
 checks and the tests of the demo; nothing stored or checked by nbval depends on it. Read it through
