@@ -17,7 +17,9 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -27,19 +29,23 @@ import torchvision.models as tvm
 
 from .checkpoint import check_compatible, safe_load
 from .errors import CheckpointError, WeightsError
+from .toy_backbone import TOY_WIDTHS, NarrowResNet, load_toy_state, toy_backbone_name
 
 
 @dataclass(frozen=True)
 class BackboneSpec:
-    builder: str  # torchvision.models function name
-    weights_enum: str  # torchvision weights enum holding the ImageNet weights
+    build: Callable[[], nn.Module]  # the network with random weights
+    family: str  # "resnet" | "vgg": which features HSNet reads
     pyramid_sizes: tuple[int, int, int]  # layers per hypercorrelation level, deepest first
+    imagenet: str | None = None  # the torchvision weights enum holding its ImageNet weights
+    toy: bool = False  # pre-trained by the project on the toy world (weights="toy", hsnetlib.toy_backbone)
 
 
 BACKBONES: dict[str, BackboneSpec] = {
-    "resnet50": BackboneSpec("resnet50", "ResNet50_Weights", (3, 6, 4)),
-    "resnet101": BackboneSpec("resnet101", "ResNet101_Weights", (3, 23, 4)),
-    "vgg16": BackboneSpec("vgg16", "VGG16_Weights", (1, 3, 3)),
+    "resnet50": BackboneSpec(partial(tvm.resnet50, weights=None), "resnet", (3, 6, 4), "ResNet50_Weights"),
+    "resnet101": BackboneSpec(partial(tvm.resnet101, weights=None), "resnet", (3, 23, 4), "ResNet101_Weights"),
+    "vgg16": BackboneSpec(partial(tvm.vgg16, weights=None), "vgg", (1, 3, 3), "VGG16_Weights"),
+    **{toy_backbone_name(w): BackboneSpec(partial(NarrowResNet, w), "resnet", (3, 6, 4), toy=True) for w in TOY_WIDTHS},
 }
 
 VGG16_FEATURE_IDS = (17, 19, 21, 24, 26, 28, 30)  # conv4_1..3, conv5_1..3 (pre-ReLU), pool5
@@ -54,7 +60,9 @@ def check_backbone_name(name: str) -> BackboneSpec:
 def imagenet_weights(name: str):
     """The torchvision weights enum entry the official HSNet used (IMAGENET1K_V1)."""
     spec = check_backbone_name(name)
-    return getattr(tvm, spec.weights_enum).IMAGENET1K_V1
+    if spec.imagenet is None:
+        raise WeightsError(f"{name} has no ImageNet weights (it is the toy world's backbone); use weights='toy'")
+    return getattr(tvm, spec.imagenet).IMAGENET1K_V1
 
 
 def imagenet_weights_path(name: str) -> Path:
@@ -82,7 +90,7 @@ def load_imagenet_state(name: str) -> dict:
             raise WeightsError(
                 f"could not download ImageNet weights for {name} ({' '.join(str(err).split())[:160]}). On a machine "
                 f'with internet run `python -c "import torchvision; torchvision.models.'
-                f"{BACKBONES[name].builder}(weights='IMAGENET1K_V1')\"` or copy {path.name} from {enum.url} to "
+                f"{name}(weights='IMAGENET1K_V1')\"` or copy {path.name} from {enum.url} to "
                 f"{path}; or pass weights=PATH to a local file; weights=None uses a random backbone."
             ) from None
     with open(path, "rb") as f:
@@ -97,30 +105,38 @@ def load_imagenet_state(name: str) -> dict:
 
 
 def build_backbone(name: str, weights: str | os.PathLike | None = None) -> nn.Module:
-    """Build a frozen torchvision classifier.
+    """Build a frozen backbone (the whole torchvision classifier for the ImageNet architectures).
 
     weights: ``None`` -> random init (no download); ``"imagenet"`` -> torchvision's
-    IMAGENET1K_V1 weights (downloaded once into the torch hub cache); a path -> a local
-    torchvision state-dict file for this architecture.
+    IMAGENET1K_V1 weights (downloaded once into the torch hub cache); ``"toy"`` -> the project's
+    toy-world weights (:mod:`hsnetlib.toy_backbone`); a path -> a local state-dict file for this
+    architecture.
     """
     spec = check_backbone_name(name)
-    net = getattr(tvm, spec.builder)(weights=None)
+    net = spec.build()
     if weights is None:
         pass
     elif weights == "imagenet":
         net.load_state_dict(load_imagenet_state(name))
+    elif weights == "toy":
+        if not spec.toy:
+            toy = [n for n, s in BACKBONES.items() if s.toy]
+            raise WeightsError(f"{name} has no toy weights; the toy world's backbones are {toy}")
+        net.load_state_dict(load_toy_state(name))
     else:
         path = Path(weights)
         if not path.is_file():
+            kind = "a torchvision state dict" if spec.imagenet else "a state dict (hsnet pretrain writes one)"
             raise FileNotFoundError(
-                f"backbone weights file {path} not found; expected a torchvision state dict for {name}, "
-                f"or weights='imagenet' / weights=None"
+                f"backbone weights file {path} not found; expected {kind} for {name}, "
+                f"or weights='imagenet' / 'toy' / None"
             )
         state = safe_load(path, f"{name} weights file")
         try:
             check_compatible(net, state if isinstance(state, dict) else {}, path)
         except CheckpointError as err:
-            raise WeightsError(f"{err}; pass the torchvision {name} weights file") from None
+            kind = f"torchvision {name} weights file" if spec.imagenet else f"{name} weights file (hsnet pretrain)"
+            raise WeightsError(f"{err}; pass a {kind}") from None
         net.load_state_dict(state)
     for p in net.parameters():
         p.requires_grad_(False)
@@ -170,8 +186,7 @@ def vgg_features(net: nn.Module, img: torch.Tensor) -> list[torch.Tensor]:
 
 def extract_features(name: str, net: nn.Module, img: torch.Tensor) -> list[torch.Tensor]:
     """The intermediate features HSNet correlates for backbone ``name``, shallow to deep."""
-    check_backbone_name(name)
-    return vgg_features(net, img) if name == "vgg16" else resnet_features(net, img)
+    return vgg_features(net, img) if check_backbone_name(name).family == "vgg" else resnet_features(net, img)
 
 
 @torch.no_grad()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
+import zipfile
 from pathlib import Path
 
 import torch
@@ -37,7 +38,8 @@ def model_state_from(obj, path: str | os.PathLike = "<checkpoint>") -> dict:
 
 
 def infer_backbone(state: dict, path: str | os.PathLike = "<checkpoint>") -> str:
-    """Which backbone a checkpoint was trained with, from its key names."""
+    """Which backbone a checkpoint was trained with, from its key names (and, for the toy world's narrow
+    ResNet-50, the width of its first convolution)."""
     if any(k.startswith("backbone.features.") for k in state):
         return "vgg16"
     layer3 = {k.split(".")[2] for k in state if k.startswith("backbone.layer3.")}
@@ -46,7 +48,10 @@ def infer_backbone(state: dict, path: str | os.PathLike = "<checkpoint>") -> str
             f"not a checkpoint: {path} (no backbone.* keys, so the backbone cannot be told; an HSNet checkpoint "
             f"holds the whole model's state dict)"
         )
-    return "resnet101" if len(layer3) == 23 else "resnet50"
+    if len(layer3) == 23:
+        return "resnet101"
+    width = state["backbone.conv1.weight"].shape[0] if "backbone.conv1.weight" in state else 64
+    return "resnet50" if width == 64 else f"resnet50-w{width}"
 
 
 def check_compatible(model: nn.Module, state: dict, path: str | os.PathLike = "<checkpoint>") -> None:
@@ -89,17 +94,60 @@ def safe_load(path: str | os.PathLike, what: str = "checkpoint"):
     is not a plain ``torch.save`` of tensors and containers raises :class:`CheckpointError` naming it.
     The advice to load unsafely that torch gives in that case is never passed on."""
     path = Path(path)
+    if path.is_dir():
+        inside = [n for n in ("best.pt", "last.pt", "best_model.pt") if (path / n).is_file()]
+        hint = f"give the file inside it, e.g. {path / inside[0]}" if inside else "give the checkpoint file itself"
+        raise CheckpointError(f"{what} {path} is a folder, not a file; {hint}")
     if not path.is_file():
         raise FileNotFoundError(f"{what} {path} not found")
+    _check_expansion(path, what)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
-        reason = "it holds Python objects other than tensors and containers; hsnetlib never runs code from a file"
+        reason = "it holds data other than tensors and containers; hsnetlib never runs code from a file"
     except EOFError:
         reason = "the file is empty or cut short"
     except (RuntimeError, ValueError, KeyError, TypeError, AttributeError, IndexError, OSError) as err:
-        reason = "not a torch.save file: " + " ".join(str(err).split())[:120]
-    raise CheckpointError(f"not a {what}: {path} ({reason})")
+        reason = "not a torch.save file: " + _first_words(str(err), 120)
+    fix = ""
+    if path.name == "last.pt":
+        fix = (
+            f"; a run killed while writing never leaves a cut file (writes are atomic), so it was damaged later: "
+            f"{path.parent / 'best.pt'} may still load, or start the run afresh with --overwrite"
+        )
+    raise CheckpointError(f"not a {what}: {path} ({reason}){fix}")
+
+
+def _first_words(text: str, limit: int) -> str:
+    """``text`` on one line, cut at a word boundary to at most ``limit`` characters."""
+    words, out = text.split(), ""
+    for w in words:
+        if len(out) + len(w) + 1 > limit:
+            return out + " ..."
+        out = f"{out} {w}" if out else w
+    return out
+
+
+MAX_EXPANSION = 4  # a torch.save zip stores its tensors uncompressed; a compressed one may expand this much
+
+
+def _check_expansion(path: Path, what: str) -> None:
+    """Refuse a zip-format file whose compressed entries would expand far beyond its size on disk (a zip
+    bomb would otherwise allocate it all while loading)."""
+    if not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            entries = archive.infolist()
+    except (zipfile.BadZipFile, OSError):
+        return  # torch.load reports it as not a torch.save file
+    packed = [e for e in entries if e.compress_type != zipfile.ZIP_STORED]
+    expanded = sum(e.file_size for e in packed)
+    if packed and expanded > MAX_EXPANSION * path.stat().st_size + 2**20:
+        raise CheckpointError(
+            f"not a {what}: {path} (its compressed entries would expand to {expanded / 2**30:.1f} GB from "
+            f"{path.stat().st_size / 2**20:.1f} MB on disk; torch.save never writes that: re-save it with torch.save)"
+        )
 
 
 def load_checkpoint_file(path: str | os.PathLike):
@@ -115,6 +163,12 @@ def trained_img_size(saved) -> int | None:
     return size if isinstance(size, int) else None
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _write_atomic(path: str | os.PathLike, write) -> None:
     """``write(binary file)`` into a temp file in the same folder, then rename: a crash never leaves
     half a file, and an error names the file (a full disk included)."""
@@ -126,6 +180,7 @@ def _write_atomic(path: str | os.PathLike, write) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # as readable as any file the user creates (mkstemp makes it 0600)
         os.replace(tmp, path)
     except BaseException as err:
         if os.path.exists(tmp):

@@ -41,6 +41,10 @@ COMMANDS = {
         "hsnet segment --load demo_out/run/best.pt --query demo_out/examples/query.png "
         "--support demo_out/examples/support.png --mask demo_out/examples/support_mask.png --out pred.png",
     ),
+    "pretrain": Command(
+        "pre-train the toy world's backbone (weights='toy'; minutes on a CPU, deterministic from its seed)",
+        "hsnet pretrain --backbone resnet50-w16",
+    ),
     "prepare": Command(
         "build the dataset layouts (PASCAL SegmentationClassAug, COCO masks) or check a data root",
         "hsnet prepare check Datasets_HSN",

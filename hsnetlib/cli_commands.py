@@ -152,6 +152,23 @@ def cmd_segment(args):
     print(f"wrote {overlay_path} (supports, query, prediction) and {mask_path} (mask, white = object)")
 
 
+# -- the toy backbone ----------------------------------------------------------------------------
+def add_pretrain_args(p):
+    from .cli_config import add_config_args
+    from .toy_pretrain import PretrainConfig
+
+    add_config_args(p, PretrainConfig)
+    p.set_defaults(func=cmd_pretrain)
+
+
+def cmd_pretrain(args):
+    from .cli_config import config_from_args
+    from .toy_pretrain import PretrainConfig, pretrain
+
+    path = pretrain(config_from_args(PretrainConfig, args))
+    print(f"wrote {path}; HSNet(backbone={args.backbone!r}, weights='toy') now loads it")
+
+
 # -- data ----------------------------------------------------------------------------------------
 def add_prepare_args(p):
     from .cli_config import OneLineErrors

@@ -315,6 +315,12 @@ class HSNet(nn.Module):
                     f"checkpoint {path} was trained as another model ({'; '.join(conflicts)}); "
                     f"drop the flag to load it as it was trained, or load a checkpoint of the model you asked for"
                 )
+        bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            raise CheckpointError(
+                f"checkpoint {path} holds NaN or infinite weights ({len(bad)} tensors, e.g. {bad[0]}): the run that "
+                f"wrote it diverged or the file was damaged; load an earlier checkpoint (best.pt) or train again"
+            )
         model = cls(config)
         check_compatible(model, state, path)
         model.load_state_dict(state, strict=True)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torchvision import transforms
 
 from .data.episodes import IMAGENET_MEAN, IMAGENET_STD, image_transform, resize_mask
@@ -50,28 +50,62 @@ def _name(source: Source, what: str) -> str:
     return what if isinstance(source, bytes) else f"{what} {os.fspath(source)}"
 
 
+MAX_PIXELS = 40_000_000  # per input image (a 40-megapixel photo); larger ones are refused before decoding
+
+
 def open_image(source: Source, what: str) -> Image.Image:
-    """The image of ``source`` (path or bytes), decoded; ``what`` names it in errors ("query", "support 2")."""
+    """The image of ``source`` (path or bytes), decoded and turned upright as its EXIF orientation says (as
+    every viewer shows it); ``what`` names it in errors ("query", "support 2"). Images over
+    :data:`MAX_PIXELS` are refused from their header, before any pixel is decoded."""
     try:
         with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
+            if img.width * img.height > MAX_PIXELS:
+                raise UserImageError(
+                    f"{_name(source, what)} is {img.width}x{img.height} pixels, more than the "
+                    f"{MAX_PIXELS // 10**6} megapixels accepted; downscale it first (the network sees it at img_size)"
+                )
             img.load()
-            return img.copy()
+            return ImageOps.exif_transpose(img)  # a copy, upright
     except FileNotFoundError:
         raise UserImageError(f"{_name(source, what)} not found; check the path") from None
+    except Image.DecompressionBombError:
+        raise UserImageError(
+            f"{_name(source, what)} declares more pixels than Pillow will decode (a decompression bomb?); "
+            f"give an image of at most {MAX_PIXELS // 10**6} megapixels"
+        ) from None
     except (UnidentifiedImageError, OSError) as err:
         raise UserImageError(
             f"{_name(source, what)} is not a readable image ({type(err).__name__}); give a JPEG or PNG file"
         ) from None
 
 
+def mask_levels(img: Image.Image) -> np.ndarray:
+    """A mask image's object evidence per pixel, (H, W) uint8 in 0..255 (255 = object):
+
+    - with a transparency channel that is not uniform: its opacity (an object drawn on a transparent layer);
+    - 16- and 32-bit grey levels: scaled to 0..255 by the image's own maximum (not clipped at 255);
+    - colour: the brightest channel, so a red, green or white object on black all count as object.
+    """
+    if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
+        alpha = np.asarray(img.convert("RGBA"))[..., 3]
+        if alpha.min() != alpha.max():
+            return alpha
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        levels = np.asarray(img, dtype=np.float64)
+        top = levels.max()
+        return (levels * (255 / top) if top > 255 else levels).clip(0, 255).astype(np.uint8)
+    return np.asarray(img.convert("RGB"), dtype=np.uint8).max(axis=2)
+
+
 def binary_mask(img: Image.Image, what: str) -> torch.Tensor:
-    """A mask image -> (H, W) {0, 1}; it must be binary-like (nearly all pixels near black or white)."""
-    grey = np.asarray(img.convert("L"), dtype=np.uint8)
+    """A mask image -> (H, W) {0, 1}; it must be binary-like (nearly all pixels near black or near the
+    object's level, :func:`mask_levels`)."""
+    grey = mask_levels(img)
     mid = ((grey > 32) & (grey < 224)).mean()
     if mid > 0.05:
         raise UserImageError(
-            f"{what} is not a binary mask: {100 * mid:.0f}% of its pixels are grey (neither near black nor "
-            f"near white); save the mask as black background and white object"
+            f"{what} is not a binary mask: {100 * mid:.0f}% of its pixels are neither near black nor bright "
+            f"(a photo, or a soft brush?); save the mask as a black background with the object in white"
         )
     mask = torch.from_numpy(grey >= 128)
     if not mask.any():

@@ -146,6 +146,43 @@ def correlation_maps(maps: Sequence[np.ndarray], titles: Sequence[str], support_
     return fig
 
 
+def correlation_comparison(
+    rows: dict[str, Sequence[np.ndarray]],
+    titles: Sequence[str],
+    query_image: np.ndarray,
+    query_xy: tuple[float, float],
+    support_image: np.ndarray,
+    support_mask=None,
+    suptitle="",
+):
+    """One query pixel's correlation maps C_l(x_q, .) over the support, a row per backbone (``rows``:
+    label -> one map per column of ``titles``). The first column shows the query with the pixel
+    (x, y fractions) marked; the support mask is outlined on every map."""
+    cols = len(titles) + 1
+    fig, axes = plt.subplots(len(rows), cols, figsize=(2.3 * cols, 2.5 * len(rows)), squeeze=False)
+    for r, (label, maps) in enumerate(rows.items()):
+        q = axes[r, 0]
+        q.imshow(query_image, extent=(0, 1, 1, 0))
+        q.scatter([query_xy[0]], [query_xy[1]], c="yellow", marker="x", s=90, linewidths=2.5)
+        q.set_title("query pixel x_q", fontsize=9)
+        q.set_ylabel(label, fontsize=10)
+        for ax, m, t in zip(axes[r, 1:], maps, titles):
+            ax.imshow(support_image, extent=(0, 1, 1, 0))
+            im = ax.imshow(m, cmap="magma", alpha=0.7, vmin=0, vmax=1, extent=(0, 1, 1, 0))
+            if support_mask is not None:
+                h, w = np.asarray(support_mask).shape
+                ax.contour(
+                    np.linspace(0, 1, w), np.linspace(0, 1, h), _binary(support_mask), [0.5], colors=[COLORS["support"]]
+                )
+            ax.set_title(t, fontsize=9)
+        for ax in axes[r]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.colorbar(im, ax=list(axes[:, 1:].flat), fraction=0.015, label="correlation with x_q")
+    fig.suptitle(suptitle)
+    return fig
+
+
 def interior_point(mask: torch.Tensor) -> tuple[float, float]:
     """A pixel well inside the object of ``mask`` (H, W), as (x, y) fractions of the width and height.
 

@@ -127,16 +127,32 @@ class EpisodeExplorer:
     """Run HSNet (and optionally other models, e.g. a trained HSNet†) on a chosen episode or on your own images.
 
     models: {"HSNet": model, "HSNet†": model_trained_without_support_masking, ...}.
+    unseen_fold: the fold the models were *not* trained on; the fold slider is then fixed to it (any
+    other fold's test classes would be training classes of these models). None: every fold offered,
+    for models trained per fold.
     Errors (a corrupt upload, a benchmark without its data) are shown in the status line.
     """
 
-    def __init__(self, models: dict, benchmark="toy", img_size=128, root=None, benchmarks=("toy",)):
+    def __init__(
+        self,
+        models: dict,
+        benchmark="toy",
+        img_size=128,
+        root=None,
+        benchmarks=("toy",),
+        unseen_fold: int | None = None,
+    ):
         self.models, self.img_size, self.root = models, img_size, root
         label = {"description_width": "initial"}
         self.benchmark = W.Dropdown(
             options=list(benchmarks), value=benchmark, description="benchmark", style=label, layout=_width(190)
         )
-        self.fold = W.IntSlider(0, min=0, max=3, description="fold", style=label, layout=_width(200))
+        lo, hi = (0, 3) if unseen_fold is None else (unseen_fold, unseen_fold)
+        self.fold = W.IntSlider(
+            lo, min=lo, max=hi, description="fold", disabled=lo == hi, style=label, layout=_width(200)
+        )
+        if lo == hi:
+            self.fold.description_tooltip = f"the models never saw fold {lo}'s classes; other folds would be seen ones"
         self.index = W.BoundedIntText(0, min=0, max=999, description="episode", style=label, layout=_width(150))
         self.shot = W.ToggleButtons(
             options=[1, 5], value=1, description="shots", style={**label, "button_width": "40px"}, layout=_width(170)

@@ -280,7 +280,16 @@ def test_cli_demo_end_to_end_in_smoke_size(tmp_path):
     r = hsnet("demo", "--out", str(tmp_path / "demo"))
     assert r.returncode == 0, r.stderr
     table = pd.read_csv(tmp_path / "demo" / "results.csv")
-    assert list(table.method) == ["HSNet", "correlation threshold", "all foreground"] * 2
-    assert list(table.shot) == [1, 1, 1, 5, 5, 5] and (table.episodes == 8).all()
+    weights = table.weights.iloc[0]  # "toy" (the shipped toy backbone), "imagenet" where its file is on disk
+    threshold = [f"correlation threshold, {weights} backbone", "correlation threshold, random backbone"]
+    assert list(table.method) == (["HSNet", *threshold, "all foreground"]) * 2
+    assert list(table.shot) == [1] * 4 + [5] * 4 and (table.episodes == 8).all()
+    assert {"img_size", "backbone", "weights", "steps", "seed"} <= set(table.columns) and (table.img_size == 64).all()
     assert table.miou.between(0, 100).all() and (tmp_path / "demo" / "predictions.png").stat().st_size > 0
-    assert (tmp_path / "demo" / "run" / "best.pt").is_file() and "backbone weights: random" in r.stdout
+    assert (tmp_path / "demo" / "run" / "best.pt").is_file() and (weights != "toy" or "weights='toy'" in r.stdout)
+    assert f"checkpoint: {tmp_path / 'demo' / 'run' / 'best.pt'}" in r.stdout and "mIoU: mean over" in r.stdout
+    command = r.stdout.strip().splitlines()[-1].split()  # the ready-to-paste next step, with files that exist
+    assert command[:2] == ["hsnet", "segment"]
+    done = hsnet(*command[1:])
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "demo" / "segmented.png").is_file() and (tmp_path / "demo" / "segmented_mask.png").is_file()

@@ -41,6 +41,17 @@ def test_prepare_pascal_bad_input(tmp_path):
         prepare_pascal(tmp_path, tmp_path / "nosbd", tmp_path / "out")
 
 
+def test_prepare_pascal_refuses_an_output_inside_the_voc_folder(tmp_path):
+    voc = tmp_path / "VOC2012"
+    write_jpg(voc / "JPEGImages" / "a.jpg", np.random.default_rng(0))
+    (voc / "SegmentationClass").mkdir()
+    with pytest.raises(
+        DatasetError, match="lies inside the VOC2012 folder .* would form a loop; give an --out outside"
+    ):
+        prepare_pascal(voc, None, voc / "JPEGImages" / "prepared")
+    assert not (voc / "JPEGImages" / "prepared").exists()  # refused before anything was written
+
+
 def test_prepare_coco_paints_class_indices_largest_first(tmp_path):
     coco, out = tmp_path / "coco", tmp_path / "root"
     write_jpg(coco / "val2014" / "COCO_val2014_000000000001.jpg", np.random.default_rng(0))

@@ -334,3 +334,97 @@ def test_float64_images_for_a_float32_model_are_named():
     q, s, m = torch.randn(1, 3, 64, 64).double(), torch.randn(1, 1, 3, 64, 64).double(), torch.ones(1, 1, 64, 64)
     with pytest.raises(ValueError, match="query_img is torch.float64 but the model is torch.float32"):
         model.predict(q, s, m)
+
+
+def test_a_run_folder_given_as_checkpoint_names_the_file_inside(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save({"model": HSNet("resnet50-w8").state_dict()}, run / "best.pt")
+    with pytest.raises(CheckpointError, match=r"is a folder, not a file; give the file inside it, e.g. .*best.pt"):
+        HSNet.load(run)
+    code = main(["segment", "--load", str(run), "--query", "q.jpg", "--support", "s.jpg", "--mask", "m.png"])
+    assert code == 2 and "is a folder, not a file" in capsys.readouterr().err
+
+
+def test_a_checkpoint_with_nan_weights_is_refused(tmp_path):
+    state = HSNet("resnet50-w8").state_dict()
+    state["hpn_learner.decoder2.2.weight"][0] = float("nan")
+    torch.save({"model": state}, tmp_path / "best.pt")
+    with pytest.raises(CheckpointError, match="NaN or infinite weights .*hpn_learner.decoder2.2.weight"):
+        HSNet.load(tmp_path / "best.pt")
+
+
+def test_a_damaged_last_pt_names_best_pt_and_overwrite(tmp_path):
+    torch.save({"model": HSNet("resnet50-w8").state_dict()}, tmp_path / "last.pt")
+    data = (tmp_path / "last.pt").read_bytes()
+    (tmp_path / "last.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint_file(tmp_path / "last.pt")
+    message = str(err.value)
+    assert "best.pt may still load" in message and "--overwrite" in message
+    reason = message.split("(", 1)[1].split(")")[0]
+    assert reason.endswith((" ...", "short")) or len(reason) < 140  # cut at a word, never mid-word
+
+
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16"])
+def test_split_files_saved_with_a_byte_order_mark_or_as_utf16_are_read(roots, encoding):
+    for file, benchmark in (("pascal/val/fold0.txt", "pascal"), ("fss/val.txt", "fss")):
+        path = roots[1] / file
+        plain = path.read_text()
+        expected = [build(benchmark, roots).episode(i) for i in range(3)]
+        path.write_text(plain, encoding=encoding)  # the first name would carry an invisible U+FEFF
+        assert [build(benchmark, roots).episode(i) for i in range(3)] == expected
+
+
+def test_a_split_file_in_another_encoding_is_named(roots):
+    (roots[1] / "fss" / "val.txt").write_bytes("caf\xe9\n".encode("latin-1"))
+    with pytest.raises(SplitFileError, match="fss/val.txt is not UTF-8 text .* save it as UTF-8"):
+        build("fss", roots)
+
+
+def test_an_fss_category_listed_twice_or_with_a_slash_is_named(roots):
+    path = roots[1] / "fss" / "val.txt"
+    first = path.read_text().splitlines()[0]
+    path.write_text(f"{first}\n{first}\n")
+    with pytest.raises(SplitFileError, match=f"fss/val.txt:2: category '{first}' is listed again .*line 1"):
+        build("fss", roots)
+    path.write_text(f"{first}/sub\n")
+    with pytest.raises(SplitFileError, match="fss/val.txt:1: .* not a category folder name"):
+        build("fss", roots)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ((0, ["val2014/x.jpg"]), "got a tuple"),
+        (None, "got a NoneType"),
+        ({"0": ["val2014/x.jpg"]}, "key '0' is not a COCO class index"),
+        ({0: {"val2014/x.jpg"}}, "class 0 maps to set"),
+        ({0: [None]}, "class 0 maps to a list holding non-strings"),
+    ],
+)
+def test_coco_split_pickles_of_unexpected_shape_are_named(roots, content, message):
+    (roots[1] / "coco" / "val" / "fold0.pkl").write_bytes(pickle.dumps(content))
+    with pytest.raises(SplitFileError, match=f"coco/val/fold0.pkl: .*{message}"):
+        build("coco", roots)
+
+
+@pytest.mark.parametrize("name", ["fss/val.txt", "pascal/val/fold0.txt"])
+def test_the_offline_split_message_names_the_splits_folder_itself(tmp_path, name):
+    from hsnetlib.data.splits import manual_instructions
+
+    message = manual_instructions(name, tmp_path / "splits" / name)
+    assert f"copy its splits folder to {tmp_path / 'splits'};" in message and str(tmp_path / "splits" / name) in message
+
+
+def test_a_compressed_checkpoint_that_would_expand_far_beyond_its_size_is_refused(tmp_path):
+    import zipfile
+
+    torch.save({"model": {"w": torch.zeros(4)}}, tmp_path / "real.pt")
+    with zipfile.ZipFile(tmp_path / "real.pt") as src, zipfile.ZipFile(tmp_path / "bomb.pt", "w") as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info.filename), compress_type=zipfile.ZIP_STORED)
+        dst.writestr("archive/data/9", b"\0" * 50 * 2**20, compress_type=zipfile.ZIP_DEFLATED)  # 50 MB in ~50 KB
+    with pytest.raises(CheckpointError, match="would expand to .* GB from .* MB on disk"):
+        load_checkpoint_file(tmp_path / "bomb.pt")
+    assert load_checkpoint_file(tmp_path / "real.pt")["model"]["w"].shape == (4,)  # a plain torch.save loads

@@ -92,3 +92,48 @@ def test_segment_command_reports_bad_input_in_one_line(files, capsys):
     assert main(argv + ["--support", str(files["support"]), "--mask", str(bad)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("hsnet: error: mask 1") and "bad.png" in err and "\n" not in err
+
+
+def expected_box(files):
+    return load_user_episode(files["query"], [files["support"]], [files["mask"]], 64).support_masks
+
+
+def test_phone_photos_are_turned_upright_by_their_exif_orientation(files):
+    d = files["dir"]
+    upright_support = Image.open(files["support"])
+    sideways = upright_support.transpose(Image.Transpose.ROTATE_90)  # stored rotated, EXIF says: turn it back
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 CW to display, undoing ROTATE_90 (counter-clockwise)
+    sideways.save(d / "phone.jpg", exif=exif, quality=100)
+    mask_sideways = Image.open(files["mask"]).transpose(Image.Transpose.ROTATE_90)
+    mask_sideways.save(d / "phone_mask.png", exif=exif)
+    ep = load_user_episode(files["query"], [d / "phone.jpg"], [d / "phone_mask.png"], 64)
+    assert ep.support_sizes == [(40, 60)]  # upright: as every viewer shows it
+    assert torch.equal(ep.support_masks, expected_box(files))
+
+
+def test_a_mask_drawn_on_a_transparent_layer_uses_its_opacity(files):
+    mask = np.asarray(Image.open(files["mask"]))
+    rgba = np.zeros((40, 60, 4), np.uint8)
+    rgba[..., :3] = 255  # white everywhere: only the alpha channel tells the object
+    rgba[..., 3] = mask
+    path = write(files["dir"] / "alpha.png", rgba)
+    ep = load_user_episode(files["query"], [files["support"]], [path], 64)
+    assert torch.equal(ep.support_masks, expected_box(files))
+
+
+def test_sixteen_bit_and_coloured_masks_are_read_not_clipped(files):
+    mask = np.asarray(Image.open(files["mask"])) > 0
+    deep = Image.fromarray((mask * 40000).astype(np.uint16))  # 16-bit grey: 0 and 40000 of 65535
+    deep.save(files["dir"] / "deep.png")
+    red = np.zeros((40, 60, 3), np.uint8)
+    red[..., 0] = mask * 255  # a red object on black: L would be 76, "grey"
+    for path in (files["dir"] / "deep.png", write(files["dir"] / "red.png", red)):
+        ep = load_user_episode(files["query"], [files["support"]], [path], 64)
+        assert torch.equal(ep.support_masks, expected_box(files))
+
+
+def test_huge_images_are_refused_from_their_header(files):
+    Image.new("L", (8000, 6000)).save(files["dir"] / "huge.png")  # 48 megapixels, a few KB on disk
+    with pytest.raises(UserImageError, match="8000x6000 pixels, more than the 40 megapixels"):
+        load_user_episode(files["dir"] / "huge.png", [files["support"]], [files["mask"]], 64)

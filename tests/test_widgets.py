@@ -123,3 +123,12 @@ def test_episode_explorer_shows_errors_in_its_status_line(model):
     ex.benchmark.value = "pascal"  # no data root
     ex.run.click()
     assert "error" in ex.status.value and "HSNET_DATA" in ex.status.value
+
+
+def test_episode_explorer_offers_only_the_fold_its_models_never_saw(model):
+    ex = EpisodeExplorer({"HSNet": model}, img_size=64, unseen_fold=0)
+    assert (ex.fold.min, ex.fold.max, ex.fold.value, ex.fold.disabled) == (0, 0, 0, True)
+    ex.fold.value = 2  # the slider cannot leave the unseen fold
+    assert ex.fold.value == 0 and ex.dataset().fold == 0
+    free = EpisodeExplorer({"HSNet": model}, img_size=64)
+    assert (free.fold.min, free.fold.max, free.fold.disabled) == (0, 3, False)

@@ -9,14 +9,17 @@ count the 4D learner and decoder only (the backbone is the same in every row).
 
 from __future__ import annotations
 
+import copy
+import math
 from dataclasses import dataclass
 
 import pandas as pd
 import torch
+import torch.nn as nn
 
 from ..backbone import BACKBONES
 from ..cli_config import opt
-from ..conv4d import KERNELS
+from ..conv4d import KERNELS, FullConv4d
 from ..data.episodes import PAPER_IMG_SIZE, check_img_size
 from ..evaluation import resolve_device
 from ..model import HSNet
@@ -41,6 +44,32 @@ def learner_flops(model: HSNet, img_size: int) -> int:
     with torch.no_grad():
         pyramid = model.hypercorrelation(model.features(q), model.features(s[:, 0]), m[:, 0])
         return count_flops(model.hpn_learner, pyramid)
+
+
+def dense_then_strided_flops(model: HSNet, img_size: int) -> int:
+    """FLOPs of the 4D learner + decoder if every support-strided :class:`~hsnetlib.conv4d.FullConv4d` were
+    computed at every support position and only subsampled afterwards (one reading of how Table 4 counts
+    the full kernel): each such layer is counted again at stride 1 on its recorded input, on meta tensors
+    (shapes only, no arithmetic), and replaces its strided count."""
+    inputs: dict[nn.Module, torch.Size] = {}
+    strided = [m for m in model.hpn_learner.modules() if isinstance(m, FullConv4d) and math.prod(m.stride[2:]) > 1]
+
+    def record(layer, args, _):
+        inputs.setdefault(layer, args[0].shape)  # returns None: the output is left as it is
+
+    hooks = [m.register_forward_hook(record) for m in strided]
+    try:
+        total = learner_flops(model, img_size)
+    finally:
+        for h in hooks:
+            h.remove()
+    for layer, shape in inputs.items():
+        x = torch.empty(shape, device="meta")
+        as_built = copy.deepcopy(layer).to("meta")
+        dense = copy.deepcopy(layer).to("meta")
+        dense.stride = (1, 1, 1, 1)
+        total += count_flops(dense, x) - count_flops(as_built, x)
+    return total
 
 
 def measure_kernel(kernel: str, bench: KernelBench) -> dict:

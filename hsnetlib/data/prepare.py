@@ -65,6 +65,11 @@ def prepare_pascal(
     sbd_dir = Path(sbd) / "cls" if sbd is not None else None
     if sbd_dir is not None and not sbd_dir.is_dir():
         raise DatasetError(f"{sbd_dir} not found: pass SBD's 'dataset' folder, the one that contains cls/")
+    if out.resolve() != voc.resolve() and out.resolve().is_relative_to(voc.resolve()):
+        raise DatasetError(
+            f"the output folder {out} lies inside the VOC2012 folder {voc}: its link to {voc / 'JPEGImages'} would "
+            f"form a loop; give an --out outside {voc} (for example {voc.resolve().parent.parent / 'hsnet-data'})"
+        )
     if voc.resolve() != out.resolve():
         _link_dir(voc / "JPEGImages", out / "JPEGImages")
     target = out / "SegmentationClassAug"

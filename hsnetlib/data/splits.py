@@ -66,10 +66,12 @@ def sha256(path: Path) -> str:
 
 
 def manual_instructions(name: str, target: Path) -> str:
+    """How to get split file ``name`` (saved at ``target``) by hand: its URL, or a copy of the whole splits folder."""
     url = SPLITS_URL.format(commit=SPLITS_COMMIT, name=name)
+    folder = target.parents[len(Path(name).parts) - 1]  # the splits folder itself, whatever the file's depth
     return (
-        f"download {url} to {target} (or run `hsnet splits download` on a machine with internet and copy "
-        f"{target.parent.parent.parent} here; pass splits_dir=... or set HSNET_SPLITS to use another folder)"
+        f"download {url} to {target} (or run `hsnet splits download` on a machine with internet and copy its "
+        f"splits folder to {folder}; pass splits_dir=... or set HSNET_SPLITS to use another folder)"
     )
 
 
@@ -144,10 +146,27 @@ def _nonempty(items, path: Path):
     return items
 
 
+def split_lines(path: Path) -> list[str]:
+    """A text split file's lines: UTF-8, with or without a byte-order mark (editors on Windows add one),
+    or UTF-16 with its mark; anything else is refused naming the file."""
+    raw = path.read_bytes()
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        text = raw.decode("utf-16")
+    else:
+        try:
+            text = raw.decode("utf-8-sig")  # drops a leading BOM, which would make the first name "not found"
+        except UnicodeDecodeError as err:
+            raise SplitFileError(
+                f"{path} is not UTF-8 text (byte {err.start}: {raw[err.start : err.start + 1]!r}); "
+                f"save it as UTF-8, one name per line"
+            ) from None
+    return text.splitlines()
+
+
 def read_pascal_split(path: Path) -> list[tuple[str, int]]:
     """``IMAGEID__CC`` lines -> [(image id, class 0..19)] in file order."""
     items = []
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+    for lineno, line in enumerate(split_lines(path), 1):
         if not line.strip():
             continue
         name, sep, cls = line.strip().partition("__")
@@ -163,15 +182,34 @@ def read_coco_split(path: Path) -> dict[int, list[str]]:
         data = _DataOnlyUnpickler(io.BytesIO(path.read_bytes())).load()
     except Exception as err:
         raise SplitFileError(f"{path} is not a COCO-20i split pickle ({err})") from None
-    if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
-        raise SplitFileError(f"{path}: expected a dict class -> list of image paths, got {type(data).__name__}")
-    return _nonempty({int(k): [relative_name(str(p), str(path)) for p in v] for k, v in data.items()}, path)
+    if not isinstance(data, dict):
+        raise SplitFileError(f"{path}: expected a dict class -> list of image paths, got a {type(data).__name__}")
+    for k, v in data.items():
+        if not isinstance(k, int) or isinstance(k, bool) or not 0 <= k < 80:
+            raise SplitFileError(f"{path}: key {k!r} is not a COCO class index 0..79 (an int)")
+        if not isinstance(v, list) or not all(isinstance(p, str) for p in v):
+            got = type(v).__name__ if not isinstance(v, list) else "a list holding non-strings"
+            raise SplitFileError(f"{path}: class {k} maps to {got}; expected a list of image paths (strings)")
+    return _nonempty({k: [relative_name(p, f"{path} (class {k})") for p in v] for k, v in data.items()}, path)
 
 
 def read_fss_split(path: Path) -> list[str]:
-    """One FSS-1000 category per line -> the categories, in file order."""
-    lines = path.read_text().splitlines()
-    return _nonempty([relative_name(c.strip(), f"{path}:{i}") for i, c in enumerate(lines, 1) if c.strip()], path)
+    """One FSS-1000 category per line -> the categories, in file order; each a folder name (no "/"), once."""
+    seen: dict[str, int] = {}
+    for lineno, line in enumerate(split_lines(path), 1):
+        name = line.strip()
+        if not name:
+            continue
+        relative_name(name, f"{path}:{lineno}")
+        if "/" in name:
+            raise SplitFileError(f"{path}:{lineno}: {name!r} is not a category folder name (it holds '/')")
+        if name in seen:
+            raise SplitFileError(
+                f"{path}:{lineno}: category {name!r} is listed again (first at line {seen[name]}); a repeated "
+                f"category would be a class with no episode, scored as IoU 0: remove the repeat"
+            )
+        seen[name] = lineno
+    return _nonempty(list(seen), path)
 
 
 def all_split_names() -> list[str]:

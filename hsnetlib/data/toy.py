@@ -1,48 +1,62 @@
 """The toy benchmark: an embedded few-shot segmentation benchmark that needs no download.
 
-20 classes in 4 folds of 5, evaluated with the PASCAL-5i protocol (``episodes.py``). Every
-class is a *shape family* (disk, square, triangle, star, ring) painted with a class-specific
-*appearance* (hue + texture: stripes, dots, checker, waves). Each image holds 1-3
-non-overlapping objects of different classes on a soft, low-saturation textured background.
-Because an image usually contains objects of several classes, a model that ignores the
-support cannot know which one to segment: the task is solved only by support-query matching.
+20 classes in 4 folds of 5, evaluated with the PASCAL-5i protocol (``episodes.py``).
 
-Images are rendered deterministically from (seed, fold, split, index) at ``NATIVE`` pixels
-and then go through the same resize/normalize path as real images. Splits hold separate
-image pools: ``trn`` (main object from the 15 training classes), ``val`` and ``test`` (main
-object from the fold's 5 unseen classes; val for model selection, test for reporting).
-Image names look like ``test/f0/00042``.
+**What identifies a class: its shape.** Every class is a shape family (disk, square, triangle,
+star, ring, cross, heart, crescent, arrow, L, T, diamond, half-disk, bow-tie, square frame,
+ellipse, trefoil, chevron, horseshoe, four-point star: :data:`~hsnetlib.data.toy_shapes.BENCHMARK_SHAPES`),
+drawn at any position, size, rotation and with a mild stretch.
+
+**What deliberately does not: colour and texture.** Each object's colour comes from a palette of six
+hues and its texture from four (solid, stripes, dots, checker), drawn per object, not per class; and
+a second object of another class in the same image takes the first one's colour with probability
+1/2 and its texture with probability 1/2. So the support object's colour is on a query distractor as
+often as on the query's target: matching colour or texture (what shallow features do) is as likely
+to find a distractor as the target, and only the outline tells them apart.
+
+Each image holds 1-3 non-overlapping objects (drawn with probabilities 0.1 / 0.6 / 0.3; a later
+object that finds no free place is left out: about 19 % of the images hold one object, 67 % two,
+14 % three) of different classes, each 0.24-0.32 of the image side in radius (up to a third of an
+outline may be cut off by the border), on a soft, low-saturation textured background. The objects
+are that large so that the deepest pyramid level (a 4x4 grid at the recipes' 98x98 input) keeps
+most support masks: Eq. (1) reads the mask at its 16 sample points only (notebook 1 counts it).
+Images are rendered deterministically from (seed, fold, split, index) at ``NATIVE`` x ``NATIVE``
+pixels, their original size, and then go through the same resize/normalize path as real images.
+Splits hold separate image pools: ``trn`` (main object from the 15 training classes), ``val`` and
+``test`` (main object from the fold's 5 unseen classes; val for model selection, test for
+reporting). Image names look like ``test/f0/00042``.
+
+The same renderer draws the pre-training images of the toy backbone (:mod:`hsnetlib.toy_backbone`)
+with the pre-training families instead (:func:`render_scene`).
 """
 
 from __future__ import annotations
 
 import colorsys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from .episodes import EpisodicDataset, PascalProtocol
+from .toy_shapes import BENCHMARK_SHAPES, NUM_BENCHMARK_CLASSES, Inside, normalized
 
-NATIVE = 160  # render size in pixels (images are then resized to img_size)
-SHAPES = ("disk", "square", "triangle", "star", "ring")
-TEXTURES = ("stripes", "dots", "checker", "waves")
+NATIVE = 128  # the images' original size in pixels (resized to img_size like any benchmark's)
+HUES = (0.0, 0.08, 0.15, 0.33, 0.58, 0.78)  # red, orange, yellow, green, blue, purple
+TEXTURES = ("solid", "stripes", "dots", "checker")
+OBJECT_COUNTS, OBJECT_COUNT_P = (1, 2, 3), (0.1, 0.6, 0.3)
+RADIUS = (0.24, 0.32)  # object radius, in units of the image side
+INSET = 0.6  # centres lie at least INSET * radius from the border: up to a third of an outline may be cut off
+SHARE = 0.5  # probability that a later object takes the first one's colour (and, independently, texture)
 POOL_SIZE = {"trn": 2000, "val": 200, "test": 500}  # images per (fold, split)
 SPLIT_CODE = {"trn": 0, "val": 1, "test": 2}
-NUM_CLASSES = 20
-
-
-@dataclass(frozen=True)
-class ToyClass:
-    shape: str
-    texture: str
-    hue: float  # 0..1
-
-
-def toy_class(c: int) -> ToyClass:
-    """Class c: shape c % 5, texture (c + c // 5) % 4, hue spread so that any two classes differ."""
-    return ToyClass(SHAPES[c % 5], TEXTURES[(c + c // 5) % 4], ((c * 9) % 20) / 20.0)
+NUM_CLASSES = NUM_BENCHMARK_CLASSES
+SHAPES = tuple(BENCHMARK_SHAPES)  # class c is SHAPES[c]
+DRAWN = tuple(normalized(f) for f in BENCHMARK_SHAPES.values())  # centred, farthest point at 0.95 radius
 
 
 @dataclass(frozen=True)
@@ -52,6 +66,9 @@ class ToyObject:
     cy: float
     radius: float  # in units of the image side
     angle: float  # radians
+    stretch: float  # u scaled by 1/stretch, v by stretch
+    hue: int  # index into HUES
+    texture: int  # index into TEXTURES
     phase: float  # texture phase, 0..1
 
 
@@ -59,54 +76,46 @@ def fold_classes(fold: int) -> list[int]:
     return [fold * 5 + i for i in range(5)]
 
 
-def layout(seed: int, fold: int, split: str, index: int) -> tuple[ToyObject, ...]:
-    """The objects of one image (first = main object of a class of this split), no rendering."""
-    rs = np.random.RandomState([seed, fold, SPLIT_CODE[split], index])
-    main_pool = fold_classes(fold) if split != "trn" else [c for c in range(NUM_CLASSES) if c not in fold_classes(fold)]
-    classes = [int(rs.choice(main_pool))]
-    n_objects = 1 + int(rs.choice(3, p=[0.2, 0.45, 0.35]))
-    while len(classes) < n_objects:
-        c = int(rs.randint(NUM_CLASSES))
-        if c not in classes:
-            classes.append(c)
+def place_objects(rs: np.random.RandomState, classes: Sequence[int]) -> tuple[ToyObject, ...]:
+    """Objects of ``classes`` (the first is the main one) at random non-overlapping places; a later object
+    that finds no place is left out. Colour and texture per object, later ones sharing the first's (SHARE)."""
     objects: list[ToyObject] = []
-    for c in classes:
-        for _ in range(50):  # rejection sampling: objects do not overlap
-            r = rs.uniform(0.13, 0.24)
-            cx, cy = rs.uniform(r, 1 - r), rs.uniform(r, 1 - r)
-            if all(np.hypot(cx - o.cx, cy - o.cy) > r + o.radius + 0.02 for o in objects):
-                objects.append(ToyObject(c, cx, cy, r, rs.uniform(0, 2 * np.pi), rs.uniform()))
+    hue, texture = int(rs.randint(len(HUES))), int(rs.randint(len(TEXTURES)))
+    for i, c in enumerate(classes):
+        h = hue if i == 0 or rs.uniform() < SHARE else int(rs.randint(len(HUES)))
+        t = texture if i == 0 or rs.uniform() < SHARE else int(rs.randint(len(TEXTURES)))
+        for _ in range(200):  # rejection sampling: objects do not overlap
+            r = rs.uniform(*RADIUS)
+            cx, cy = rs.uniform(INSET * r, 1 - INSET * r), rs.uniform(INSET * r, 1 - INSET * r)
+            if all(np.hypot(cx - o.cx, cy - o.cy) > r + o.radius for o in objects):
+                angle, stretch, phase = rs.uniform(0, 2 * np.pi), rs.uniform(0.87, 1.15), rs.uniform()
+                objects.append(ToyObject(int(c), cx, cy, r, angle, stretch, h, t, phase))
                 break
     return tuple(objects)
 
 
-def _shape_mask(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Inside-test on coordinates (u, v) already centred, rotated and divided by the radius."""
-    rho, theta = np.hypot(u, v), np.arctan2(v, u)
-    if shape == "disk":
-        return rho <= 1.0
-    if shape == "square":
-        return np.maximum(np.abs(u), np.abs(v)) <= 0.8
-    if shape == "triangle":
-        return (v >= -0.5) & (np.sqrt(3) * u - v >= -1.0) & (-np.sqrt(3) * u - v >= -1.0)
-    if shape == "star":
-        return rho <= 0.55 + 0.45 * np.abs(np.cos(2.5 * theta))
-    if shape == "ring":
-        return (rho <= 1.0) & (rho >= 0.5)
-    raise ValueError(shape)
+def layout(seed: int, fold: int, split: str, index: int) -> tuple[ToyObject, ...]:
+    """The objects of one benchmark image (first = the main object, of a class of this split), no rendering."""
+    rs = np.random.RandomState([seed, fold, SPLIT_CODE[split], index])
+    main_pool = fold_classes(fold) if split != "trn" else [c for c in range(NUM_CLASSES) if c not in fold_classes(fold)]
+    classes = [int(rs.choice(main_pool))]
+    n_objects = int(rs.choice(OBJECT_COUNTS, p=OBJECT_COUNT_P))
+    others = [c for c in range(NUM_CLASSES) if c != classes[0]]
+    classes += [int(c) for c in rs.choice(others, n_objects - 1, replace=False)]
+    return place_objects(rs, classes)
 
 
 def _texture(texture: str, u: np.ndarray, v: np.ndarray, phase: float) -> np.ndarray:
     """Pattern in [0, 1] on object coordinates."""
     f = 2 * np.pi * 2.5
+    if texture == "solid":
+        return np.ones_like(u)
     if texture == "stripes":
         return (np.sin(f * u + 2 * np.pi * phase) > 0).astype(float)
     if texture == "dots":
-        return ((np.sin(f * u) * np.sin(f * v)) > 0.35).astype(float)
+        return ((np.sin(f * u) * np.sin(f * v)) < 0.35).astype(float)
     if texture == "checker":
         return ((np.floor(2.5 * u + phase) + np.floor(2.5 * v)) % 2).astype(float)
-    if texture == "waves":
-        return 0.5 + 0.5 * np.sin(f * (u + 0.25 * np.sin(f * v / 2)) + 2 * np.pi * phase)
     raise ValueError(texture)
 
 
@@ -122,40 +131,47 @@ def _background(rs: np.random.RandomState, n: int) -> np.ndarray:
     return np.clip(field[..., None] * tint, 0, 1)
 
 
-@lru_cache(maxsize=sum(POOL_SIZE.values()))  # one fold's pools: ~100 KB each, at most ~280 MB
-def render(seed: int, fold: int, split: str, index: int) -> tuple[np.ndarray, np.ndarray]:
-    """-> (RGB uint8 (N, N, 3), label map uint8 (N, N) with class + 1, 0 background).
-
-    Cached: a training run draws every image of its pool several times (``hsnet demo``'s 900
-    steps of 8 one-shot episodes read 14400 images from a pool of 2000), and rendering (~19 ms an
-    image, 16 per step) would otherwise cost a large share of a small-image training step on two
-    cores. The cache lives in the process that reads the data: load in the main process
-    (``num_workers=0``) for it to last across epochs.
-    """
-    rs = np.random.RandomState([seed, fold, SPLIT_CODE[split], index, 1])
-    n = NATIVE
+def render_scene(rs: np.random.RandomState, objects: Sequence[ToyObject], shapes: Sequence[Inside], n: int = NATIVE):
+    """Draw ``objects`` (class c drawn as ``shapes[c]``, an outline within radius 1) on a background:
+    -> (RGB uint8 (n, n, 3), label map uint8 (n, n) with class + 1, 0 background). Each object is
+    computed on its bounding box only."""
     img = _background(rs, n)
     label = np.zeros((n, n), dtype=np.uint8)
-    y, x = (np.mgrid[0:n, 0:n] + 0.5) / n
-    for obj in layout(seed, fold, split, index):
-        cls = toy_class(obj.class_id)
+    for obj in objects:
+        half = obj.radius * max(obj.stretch, 1 / obj.stretch)  # the box that holds the (stretched) outline
+        lo = int(max(0, np.floor((obj.cy - half) * n))), int(max(0, np.floor((obj.cx - half) * n)))
+        hi = int(min(n, np.ceil((obj.cy + half) * n))), int(min(n, np.ceil((obj.cx + half) * n)))
+        y, x = (np.mgrid[lo[0] : hi[0], lo[1] : hi[1]] + 0.5) / n
         dx, dy = (x - obj.cx) / obj.radius, (y - obj.cy) / obj.radius
         ca, sa = np.cos(obj.angle), np.sin(obj.angle)
-        u, v = ca * dx + sa * dy, -sa * dx + ca * dy  # object frame
-        inside = _shape_mask(cls.shape, u, v)
-        hue = (cls.hue + rs.uniform(-0.015, 0.015)) % 1.0
-        bright = np.array(colorsys.hsv_to_rgb(hue, 0.85, rs.uniform(0.85, 1.0)))
-        dark = np.array(colorsys.hsv_to_rgb(hue, 0.9, 0.35))
-        pattern = _texture(cls.texture, u, v, obj.phase)[..., None]
-        color = pattern * bright + (1 - pattern) * dark  # (n, n, 3)
-        img = np.where(inside[..., None], color, img)
-        label[inside] = obj.class_id + 1
+        u, v = (ca * dx + sa * dy) / obj.stretch, (-sa * dx + ca * dy) * obj.stretch  # object frame
+        inside = shapes[obj.class_id](u, v)
+        hue = (HUES[obj.hue] + rs.uniform(-0.02, 0.02)) % 1.0
+        bright = np.array(colorsys.hsv_to_rgb(hue, 0.8, rs.uniform(0.85, 1.0)))
+        dark = np.array(colorsys.hsv_to_rgb(hue, 0.9, 0.4))
+        pattern = _texture(TEXTURES[obj.texture], u, v, obj.phase)[..., None]
+        color = pattern * bright + (1 - pattern) * dark  # (h, w, 3)
+        region = img[lo[0] : hi[0], lo[1] : hi[1]]
+        region[inside] = color[inside]
+        label[lo[0] : hi[0], lo[1] : hi[1]][inside] = obj.class_id + 1
     img = np.clip(img + 0.02 * rs.randn(n, n, 3), 0, 1)
     return (img * 255).astype(np.uint8), label
 
 
+@lru_cache(maxsize=sum(POOL_SIZE.values()))  # one fold's pools: ~60 KB each, at most ~160 MB
+def render(seed: int, fold: int, split: str, index: int) -> tuple[np.ndarray, np.ndarray]:
+    """-> (RGB uint8 (NATIVE, NATIVE, 3), label map uint8 with class + 1, 0 background) of one benchmark image.
+
+    Cached: a training run draws every image of its pool several times, and rendering would otherwise
+    cost a share of a small-image training step on two cores. The cache lives in the process that reads
+    the data: load in the main process (``num_workers=0``) for it to last across epochs.
+    """
+    rs = np.random.RandomState([seed, fold, SPLIT_CODE[split], index, 1])
+    return render_scene(rs, layout(seed, fold, split, index), DRAWN)
+
+
 class ToyDataset(PascalProtocol, EpisodicDataset):
-    """The toy benchmark with the PASCAL-5i protocol; ``seed`` fixes the images (default 0)."""
+    """The toy benchmark with the PASCAL-5i protocol; ``image_seed`` fixes the images (default 0)."""
 
     benchmark = "toy"
     nclass = NUM_CLASSES
@@ -198,3 +214,15 @@ class ToyDataset(PascalProtocol, EpisodicDataset):
     def read_mask(self, name, class_id):
         label = self._render(name)[1]
         return label == class_id + 1, np.zeros_like(label, dtype=bool)
+
+    def objects(self, name: str) -> tuple[ToyObject, ...]:
+        """The objects drawn in image ``name`` (class, place, colour, texture), without rendering it."""
+        split, fold, index = name.split("/")
+        return layout(self.image_seed, int(fold[1:]), split, int(index))
+
+    def other_objects(self, i: int) -> torch.Tensor:
+        """Episode ``i``'s query pixels on objects of other classes (distractors), (s, s) bool at img_size."""
+        ep = self.episode(i)
+        label = torch.as_tensor(self._render(ep.query_name)[1])
+        others = ((label > 0) & (label != ep.class_id + 1)).float()[None, None]
+        return F.interpolate(others, (self.img_size, self.img_size), mode="nearest")[0, 0] > 0

@@ -26,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
-from ..backbone import extract_features, resnet_features
+from ..backbone import BACKBONES, extract_features, resnet_features
 from . import ops
 
 
@@ -90,7 +90,7 @@ class FoldedBackbone:
     @torch.no_grad()
     def features(self, backbone: nn.Module, img: torch.Tensor) -> list[torch.Tensor]:
         """:func:`~hsnetlib.backbone.extract_features` of ``backbone`` as folded; channels-last outputs."""
-        if self.name == "vgg16":
+        if BACKBONES[self.name].family == "vgg":
             return extract_features(self.name, backbone, img)
         self._follow(backbone)
         img = img.contiguous(memory_format=torch.channels_last)

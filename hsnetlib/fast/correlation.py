@@ -22,6 +22,8 @@ import torch.nn.functional as F
 
 from ..correlation import EPS, pyramid_groups, resized_mask, unit_norm
 
+SKIP_MIN_ENTRIES = 2**16  # per item and layer, Ha*Wa*h*w: from here on, skipping masked-out columns pays (CPU)
+
 
 def unit_query_features(query_feats: Sequence[torch.Tensor], dtype: torch.dtype, eps: float = EPS):
     """The query side of Eq. (2), once per query: each (B, C, H, W) feature divided by (its L2 norm
@@ -90,24 +92,43 @@ def hypercorrelation_qm(
         if mask is not None:
             mask = mask[:, top:bottom, left:right].flatten(1)  # (B, h*w)
         out = torch.empty(B, Ha * Wa, len(qs), h * w, dtype=dtype, device=qs[0].device)  # (B, Ha*Wa, L, h*w)
-        for b in range(B):
-            keep = _kept_columns(mask[b]) if windowed and mask is not None else None
-            if keep is not None:
-                out[b].zero_()  # masked-out support features correlate to exactly 0 (a memset beats a scatter)
-            for l, (q, s) in enumerate(zip(qs, ss)):
-                s = s[b, :, top:bottom, left:right].reshape(s.shape[1], h * w)  # (C, h*w)
-                if keep is not None:
-                    s, m = s[:, keep], mask[b, keep]  # (C, n_kept)
-                else:
-                    m = None if mask is None else mask[b]
-                sn = unit_norm(s if m is None else s * m.to(s.dtype), 0, eps).to(dtype)  # Eq. (1), then normalized
-                dst = out[b, :, l]  # (Ha*Wa, h*w), a strided view
-                if keep is None:
-                    torch.mm(q[b].reshape(-1, Ha * Wa).t(), sn, out=dst).clamp_(min=0)  # (Ha*Wa, C) @ (C, h*w)
-                elif keep.numel():
-                    dst.index_copy_(1, keep, torch.mm(q[b].reshape(-1, Ha * Wa).t(), sn).clamp_(min=0))
+        window = (slice(None), slice(None), slice(top, bottom), slice(left, right))
+        if windowed and mask is not None and Ha * Wa * h * w >= SKIP_MIN_ENTRIES:
+            _correlate_kept(out, qs, [s[window] for s in ss], mask, eps)
+        else:
+            _correlate_all(out, qs, [s[window] for s in ss], mask, eps)
         pyramid.append(SupportWindow(out.view(B, Ha, Wa, len(qs), h, w), top, left, (Hb, Wb)))
     return pyramid
+
+
+def _correlate_all(out, qs, ss, mask, eps) -> None:
+    """Every window position of every item at once: one batched product per layer, masked-out positions
+    zeroed by the mask itself (their correlation is then exactly 0). out: (B, Ha*Wa, L, h*w)."""
+    m = None if mask is None else mask.unsqueeze(1)  # (B, 1, h*w)
+    for l, (q, s) in enumerate(zip(qs, ss)):
+        s = s.flatten(2)  # (B, C, h*w)
+        sn = unit_norm(s if m is None else s * m.to(s.dtype), 1, eps).to(out.dtype)  # Eq. (1), then normalized
+        dst = out[:, :, l]  # (B, Ha*Wa, h*w), a strided view
+        torch.bmm(q.flatten(2).transpose(1, 2), sn, out=dst).clamp_(min=0)  # (B, Ha*Wa, C) @ (B, C, h*w)
+
+
+def _correlate_kept(out, qs, ss, mask, eps) -> None:
+    """Item by item, only the window positions inside the item's mask (large levels: the saved products
+    outweigh the per-item loop). out: (B, Ha*Wa, L, h*w)."""
+    for b in range(out.shape[0]):
+        keep = _kept_columns(mask[b])
+        if keep is not None:
+            out[b].zero_()  # masked-out support features correlate to exactly 0 (a memset beats a scatter)
+        for l, (q, s) in enumerate(zip(qs, ss)):
+            s = s[b].flatten(1)  # (C, h*w)
+            s, m = (s, mask[b]) if keep is None else (s[:, keep], mask[b, keep])  # (C, n_kept)
+            sn = unit_norm(s * m.to(s.dtype), 0, eps).to(out.dtype)  # Eq. (1), then normalized
+            dst = out[b, :, l]  # (Ha*Wa, h*w), a strided view
+            units = q[b].flatten(1).t()  # (Ha*Wa, C)
+            if keep is None:
+                torch.mm(units, sn, out=dst).clamp_(min=0)
+            elif keep.numel():
+                dst.index_copy_(1, keep, torch.mm(units, sn).clamp_(min=0))
 
 
 def _kept_columns(mask: torch.Tensor) -> torch.Tensor | None:
