@@ -1,4 +1,6 @@
-"""Why the demo re-estimates a random backbone's BatchNorm statistics (hsnetlib.backbone.recalibrate_batchnorm).
+"""Why a random backbone gets its BatchNorm statistics re-estimated (``recalibrate_batchnorm``).
+
+The random-backbone rows of the demo, notebook 1 and RESULTS.md use it.
 
 Training-free correlation baseline (threshold of the best support match, Eq. 1-2) on the toy
 benchmark's unseen fold-0 classes, random ResNet-50, with and without the re-estimation.

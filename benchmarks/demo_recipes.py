@@ -1,11 +1,12 @@
 """How long the demo must train: toy 1-shot mIoU and training time for several recipes.
 
-Each recipe trains as ``hsnet demo`` does (toy fold 0, random ResNet-50 with re-estimated
-BatchNorm statistics, batch 8, two epochs, best of the two by val mIoU), then evaluates HSNet
-1-shot on the demo's 300 test episodes. ``SIZExSTEPS`` with the paper's lr is what
-``hsnet demo --img-size SIZE --steps STEPS`` reports in its first HSNet row.
+Each recipe trains as ``hsnet demo`` does (toy fold 0, the demo's backbone: ImageNet ResNet-50 if its
+file is on disk, else the toy world's pre-trained ``resnet50-w16``; batch 8, four epochs with a cosine
+learning-rate decay, the best by val mIoU), then evaluates HSNet 1-shot on the demo's 300 test
+episodes. ``SIZExSTEPS`` with the paper's lr is what ``hsnet demo --img-size SIZE --steps STEPS``
+reports in its first HSNet row.
 
-    python benchmarks/demo_recipes.py 96x500 96x800 128x500 [--lr 1e-3] [--out /tmp/demo_recipes]
+    python benchmarks/demo_recipes.py 98x400 98x800 130x400 [--lr 1e-3] [--out /tmp/demo_recipes]
 """
 
 import argparse
@@ -27,7 +28,7 @@ def run(img_size: int, steps: int, lr: float, out: Path) -> str:
     recipe = replace(DEMO, img_size=img_size, steps_per_epoch=steps // DEMO.epochs)
     torch.manual_seed(0)
     t0 = time.time()
-    result = train(replace(toy_config(out, recipe, None, overwrite=True), lr=lr))
+    result = train(replace(toy_config(out, recipe, overwrite=True), lr=lr))
     seconds = time.time() - t0
     model = result.model
     model.load_state_dict(load_checkpoint_file(out / "best.pt")["model"])
@@ -41,7 +42,7 @@ def run(img_size: int, steps: int, lr: float, out: Path) -> str:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("recipes", nargs="+", help="SIZExSTEPS, e.g. 96x800")
+    parser.add_argument("recipes", nargs="+", help="SIZExSTEPS, e.g. 98x800")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--out", default="/tmp/demo_recipes", help="run folders go here (overwritten)")
     args = parser.parse_args()

@@ -54,8 +54,9 @@ def execute(path: Path, timeout: int) -> float:
 
 
 def tree_cpu_seconds(pid: int) -> float:
-    """CPU time of ``pid`` and its children (the kernel), from /proc (Linux)."""
-    total = 0.0
+    """CPU time of ``pid`` and all its descendants (the kernel, and processes the kernel starts, such as
+    the toy runs trained side by side), from /proc (Linux); finished children count through cutime/cstime."""
+    stats = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -63,9 +64,15 @@ def tree_cpu_seconds(pid: int) -> float:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(entry.name) == pid or int(fields[1]) == pid:  # fields[1]: parent pid
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
-    return total
+        stats[int(entry.name)] = (int(fields[1]), sum(int(f) for f in fields[11:15]))  # parent, u+s+cu+cs time
+    tree, grew = {pid}, True
+    while grew:
+        grew = False
+        for p, (parent, _) in stats.items():
+            if parent in tree and p not in tree:
+                tree.add(p)
+                grew = True
+    return sum(stats[p][1] for p in tree if p in stats) / os.sysconf("SC_CLK_TCK")
 
 
 def run_once(path: Path, timeout: int, stall: int) -> bool:

@@ -2,8 +2,11 @@
 :func:`hsnetlib.correlation.hypercorrelation`, stored ``(B, Ha, Wa, |L_p|, Hb, Wb)`` and only where it can
 be nonzero (tests: ``tests/test_fast_layers.py``).
 
-- Each layer's correlation is written straight into its channel slot of the query-major layout (one
-  matrix product per item and layer into a strided view): no stacking copy of the largest tensor.
+- Each layer's correlation is written straight into its channel slot of the query-major layout (a
+  matrix product into a strided view): no stacking copy of the largest tensor. Small levels (the toy
+  recipes' 98 px: at most 13^4 = 28,561 entries per item and layer) take one batched product for all
+  items, the mask applied to the features; large ones (400 px: 50^4) go item by item, so that the
+  positions outside each item's mask can be skipped (:data:`SKIP_MIN_ENTRIES` sits between the two).
 - ``windowed`` (the CPU choice): only the mask's bounding window of the support grid is stored
   (:class:`SupportWindow`), and within it only the support positions inside the resized mask are
   computed; the others correlate to exactly 0, since Eq. (1) zeroes their features. Finding them
@@ -22,7 +25,7 @@ import torch.nn.functional as F
 
 from ..correlation import EPS, pyramid_groups, resized_mask, unit_norm
 
-SKIP_MIN_ENTRIES = 2**16  # per item and layer, Ha*Wa*h*w: from here on, skipping masked-out columns pays (CPU)
+SKIP_MIN_ENTRIES = 2**16  # per item and layer, Ha*Wa*h*w: from here on, item by item with masked-out columns skipped
 
 
 def unit_query_features(query_feats: Sequence[torch.Tensor], dtype: torch.dtype, eps: float = EPS):
