@@ -16,11 +16,11 @@ from pathlib import Path
 
 import torch
 
-from hsnetlib.checkpoint import load_checkpoint_file
 from hsnetlib.data import make_benchmark
 from hsnetlib.demo import DEMO_EPISODES
 from hsnetlib.engine import train
 from hsnetlib.evaluation import evaluate
+from hsnetlib.run_folder import load_best
 from hsnetlib.toy_runs import DEMO, toy_config
 
 
@@ -31,7 +31,7 @@ def run(img_size: int, steps: int, lr: float, out: Path) -> str:
     result = train(replace(toy_config(out, recipe, overwrite=True), lr=lr))
     seconds = time.time() - t0
     model = result.model
-    model.load_state_dict(load_checkpoint_file(out / "best.pt")["model"])
+    load_best(model, out)
     test = make_benchmark("toy", fold=0, split="test", shot=1, img_size=img_size, num_episodes=DEMO_EPISODES)
     miou = evaluate(model, test, batch_size=recipe.batch_size, progress=False).miou
     return (

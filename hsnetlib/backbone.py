@@ -29,7 +29,7 @@ import torchvision.models as tvm
 
 from .checkpoint import check_compatible, safe_load
 from .errors import CheckpointError, WeightsError
-from .toy_backbone import TOY_WIDTHS, NarrowResNet, load_toy_state, toy_backbone_name
+from .toy_backbone import TOY_WIDTHS, NarrowResNet, find_toy_weights, load_toy_state, toy_backbone_name
 
 
 @dataclass(frozen=True)
@@ -102,6 +102,22 @@ def load_imagenet_state(name: str) -> dict:
         return safe_load(path, "torchvision weights file")
     except CheckpointError as err:
         raise WeightsError(f"{err}; {fix}") from None
+
+
+def backbone_reference(name: str, weights) -> dict | None:
+    """What identifies a frozen backbone whose weights can be rebuilt from a file on disk: ``{"name",
+    "weights", "sha256"}`` for ``weights`` "toy" or "imagenet" (the SHA-256 of the file it was built
+    from), None for random or user-given weights (a checkpoint must then carry the tensors)."""
+    if weights == "toy":
+        path = find_toy_weights(name)
+    elif weights == "imagenet":
+        path = imagenet_weights_path(name)
+    else:
+        return None
+    if path is None or not path.is_file():
+        return None
+    with open(path, "rb") as f:
+        return {"name": name, "weights": weights, "sha256": hashlib.file_digest(f, "sha256").hexdigest()}
 
 
 def build_backbone(name: str, weights: str | os.PathLike | None = None) -> nn.Module:

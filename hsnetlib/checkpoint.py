@@ -101,6 +101,14 @@ def safe_load(path: str | os.PathLike, what: str = "checkpoint"):
     if not path.is_file():
         raise FileNotFoundError(f"{what} {path} not found")
     _check_expansion(path, what)
+    with open(path, "rb") as f:
+        start = f.read(4)
+    if start and not start.startswith((b"PK\x03\x04", b"\x80")):  # torch.save: a zip file, or a legacy pickle
+        kind = "a text file" if all(32 <= b < 127 or b in b"\t\r\n" for b in start) else "another kind of file"
+        raise CheckpointError(
+            f"not a {what}: {path} (it is {kind}, not a file written by torch.save); give the .pt file that "
+            f"training wrote (best.pt) or a released best_model.pt"
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:

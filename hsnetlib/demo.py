@@ -31,12 +31,12 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from .baselines import AllForeground, CorrelationBaseline  # noqa: E402
-from .checkpoint import load_checkpoint_file  # noqa: E402
 from .data import make_benchmark  # noqa: E402
 from .engine import train  # noqa: E402
 from .errors import HSNetError  # noqa: E402
 from .evaluation import evaluate  # noqa: E402
 from .metrics import episode_iou  # noqa: E402
+from .run_folder import load_best  # noqa: E402
 from .settings import smoke  # noqa: E402
 from .toy_runs import DEMO, ToyBackbone, ToyRecipe, default_backbone, toy_backbone_model, toy_config  # noqa: E402
 from .viz import episode_grid  # noqa: E402
@@ -73,7 +73,7 @@ def train_demo_model(out: Path, recipe: ToyRecipe, backbone: ToyBackbone, progre
     config = toy_config(out / "run", recipe, backbone, num_workers=0, progress=progress, overwrite=overwrite)
     result = train(config)
     model = result.model
-    model.load_state_dict(load_checkpoint_file(out / "run" / "best.pt")["model"])
+    load_best(model, out / "run")
     return model, result
 
 

@@ -45,7 +45,7 @@ from .errors import HSNetError
 from .evaluation import evaluate, resolve_device
 from .metrics import IoUMeter, intersection_union
 from .model import HSNet
-from .run_folder import RunLock, prepare_run_folder
+from .run_folder import RunLock, best_checkpoint, prepare_run_folder
 from .train_config import TrainConfig
 
 # Progress events of a run (one INFO record each: every optimizer step, validation, checkpoint); silent
@@ -273,12 +273,6 @@ def _checkpoint(config, model, optimizer, scheduler, scaler, epoch, best_miou, b
     }
 
 
-def best_checkpoint(ckpt: dict) -> dict:
-    """best.pt: the model and where it came from, without the optimizer, scheduler and RNG states that only
-    resuming needs (they would triple a toy checkpoint's size); the run resumes from last.pt."""
-    return {k: v for k, v in ckpt.items() if k not in ("optimizer", "scheduler", "scaler", "rng")}
-
-
 def _log_epoch(logdir: Path, rows: list[dict], writer) -> None:
     """metrics.csv (atomically, from all rows) and the last row's TensorBoard scalars."""
     _write_metrics(logdir / "metrics.csv", rows)
@@ -356,7 +350,7 @@ def _epoch(run: _Run, net, epoch: int, writer) -> None:
         )  # fmt: skip
         # best.pt first (its own file), then last.pt: a crash in between redoes this epoch
         if run.best_epoch == epoch:
-            save_atomic(best_checkpoint(ckpt), logdir / "best.pt")
+            save_atomic(best_checkpoint(ckpt, config), logdir / "best.pt")
         save_atomic(ckpt, logdir / "last.pt")
         log.info("epoch %d: last.pt saved", epoch)
         run.rows.append(row)

@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .backbone import BACKBONES, build_backbone, extract_features
+from .backbone import BACKBONES, backbone_reference, build_backbone, extract_features
 from .checkpoint import check_compatible, infer_backbone, load_checkpoint_file, model_state_from
 from .conv4d import KERNELS
 from .correlation import hypercorrelation, mask_features
@@ -194,6 +194,26 @@ def vote_kshot(votes: torch.Tensor) -> torch.Tensor:
     return (total / top >= 0.5).long()
 
 
+def _referenced_weights(saved, config: ModelConfig, path) -> str | None:
+    """The backbone weights a checkpoint refers to instead of carrying them ("toy" / "imagenet"), checked
+    against this machine's file; None when the checkpoint holds the backbone's tensors itself."""
+    ref = saved.get("backbone_ref") if isinstance(saved, dict) else None
+    if ref is None:
+        return None
+    here = backbone_reference(config.backbone, ref["weights"])
+    if here is None:
+        build_backbone(config.backbone, ref["weights"])  # fetches or makes the file, or says how
+        here = backbone_reference(config.backbone, ref["weights"])
+    if here is None or here["sha256"] != ref["sha256"]:
+        found = "no file" if here is None else f"a file with SHA-256 {here['sha256'][:12]}..."
+        raise CheckpointError(
+            f"checkpoint {path} was trained on {config.backbone} weights={ref['weights']!r} with SHA-256 "
+            f"{ref['sha256'][:12]}..., but this machine has {found}; use the same weights file (the toy one is "
+            f"deterministic from `hsnet pretrain`'s defaults), or load the run's last.pt, which carries them"
+        )
+    return ref["weights"]
+
+
 def saved_model_config(saved) -> dict | None:
     """The model configuration stored in an hsnetlib checkpoint (``"model_config"``; run folders of
     earlier versions kept the same fields in their flat ``"config"``), or None (released checkpoints)."""
@@ -315,13 +335,15 @@ class HSNet(nn.Module):
                     f"checkpoint {path} was trained as another model ({'; '.join(conflicts)}); "
                     f"drop the flag to load it as it was trained, or load a checkpoint of the model you asked for"
                 )
+        model = cls(config, weights=_referenced_weights(saved, config, path))
+        if isinstance(saved, dict) and "backbone_ref" in saved:  # best.pt of a run: the backbone comes from its file
+            state = {**{k: v for k, v in model.state_dict().items() if k.startswith("backbone.")}, **state}
         bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
         if bad:
             raise CheckpointError(
                 f"checkpoint {path} holds NaN or infinite weights ({len(bad)} tensors, e.g. {bad[0]}): the run that "
                 f"wrote it diverged or the file was damaged; load an earlier checkpoint (best.pt) or train again"
             )
-        model = cls(config)
         check_compatible(model, state, path)
         model.load_state_dict(state, strict=True)
         return model.eval()

@@ -20,6 +20,7 @@ import re
 import shutil
 from pathlib import Path
 
+from .backbone import backbone_reference
 from .checkpoint import load_checkpoint_file
 from .errors import HSNetError
 from .train_config import RESUMABLE, TrainConfig
@@ -137,3 +138,25 @@ def prepare_run_folder(config: TrainConfig, write: bool = True) -> dict | None:
                 (logdir / name).unlink(missing_ok=True)
             shutil.rmtree(logdir / "tensorboard", ignore_errors=True)
     return ckpt
+
+
+def best_checkpoint(ckpt: dict, config: TrainConfig) -> dict:
+    """best.pt: the model and where it came from, without the optimizer, scheduler and RNG states that only
+    resuming needs (the run resumes from last.pt). A frozen backbone with reproducible weights ("toy",
+    "imagenet") is stored as a reference, its name, weights and the SHA-256 of its file, instead of its
+    tensors: every loader rebuilds it from that file (:meth:`hsnetlib.model.HSNet.from_checkpoint`)."""
+    best = {k: v for k, v in ckpt.items() if k not in ("optimizer", "scheduler", "scaler", "rng")}
+    ref = backbone_reference(config.model.backbone, config.weights)
+    if ref is not None:
+        best["model"] = {k: v for k, v in ckpt["model"].items() if not k.startswith("backbone.")}
+        best["backbone_ref"] = ref
+    return best
+
+
+def load_best(model, logdir) -> None:
+    """Load ``logdir/best.pt`` into ``model`` (the run's own model, its backbone already built)."""
+    saved = load_checkpoint_file(Path(logdir) / "best.pt")
+    state = saved["model"]
+    if "backbone_ref" in saved:
+        state = {**{k: v for k, v in model.state_dict().items() if k.startswith("backbone.")}, **state}
+    model.load_state_dict(state)

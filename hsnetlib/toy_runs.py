@@ -30,12 +30,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .backbone import build_backbone, imagenet_weights_available, recalibrate_batchnorm
-from .checkpoint import load_checkpoint_file
 from .data import make_benchmark
 from .engine import TrainResult, seed_everything, train, train_loader
 from .errors import WeightsError
 from .model import HSNet
 from .model_config import ModelConfig
+from .run_folder import load_best
 from .train_config import TrainConfig
 
 
@@ -133,7 +133,7 @@ def toy_model(
     config = toy_config(logdir, recipe, backbone, **overrides)
     config = replace(config, resume=(Path(logdir) / "last.pt").is_file())
     result = train(config)
-    result.model.load_state_dict(load_checkpoint_file(Path(logdir) / "best.pt")["model"])
+    load_best(result.model, logdir)
     return result.model.eval(), result
 
 

@@ -31,7 +31,10 @@ class TrainConfig:
     fold: int = opt(0, "held-out fold (its classes are never seen in training); FSS: 0")
     model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "the model (its own flags)"})
     weights: str | None = opt(
-        "imagenet", "backbone init: imagenet | none (random) | PATH to a local file", type=str, path=True
+        "imagenet",
+        "backbone init: imagenet | toy (the resnet50-w* backbones) | none (random) | PATH",
+        type=str,
+        path=True,
     )
     fast_path: bool = opt(True, "the fast path; off: the reference modules (same function, slower)")
     recalibrate_bn: int = opt(0, "random backbone only: re-estimate BatchNorm stats on N training batches (0: off)")

@@ -117,12 +117,12 @@ def training_curves(history, title: str = "Training"):
 
 def val_curves(runs: dict, title: str = "Validation mIoU during training", xlabel: str = "epoch"):
     """Validation mIoU per epoch of several runs (name -> ``TrainResult``) on one axis."""
-    fig, ax = plt.subplots(figsize=(7, 3.2))
+    fig, ax = plt.subplots(figsize=(8.5, 3.2))
     for name, run in runs.items():
         ax.plot(run.history["epoch"], run.history["val_miou"], marker="o", label=name)
     ax.set(xlabel=xlabel, ylabel="val mIoU (%)", title=title)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.legend()
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5))  # beside the axes: it hides no line
     fig.tight_layout()
     return fig
 
@@ -226,16 +226,30 @@ def save_segmentation(episode, pred: torch.Tensor, out, mask_path) -> tuple[Path
     out.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray((pred.numpy() > 0).astype(np.uint8) * 255).save(mask_path)
     k = episode.support_imgs.shape[0]
-    fig, axes = plt.subplots(1, k + 2, figsize=(2.6 * (k + 2), 3.0), squeeze=False)
-    show_supports(axes[0], episode.support_imgs, episode.support_masks)
+    fig, axes = plt.subplots(1, k + 2, figsize=(2.6 * (k + 2), 3.3), squeeze=False)
+    for j, (img, mask, size) in enumerate(zip(episode.support_imgs, episode.support_masks, episode.support_sizes)):
+        img, mask = _at_aspect(img, mask, size)  # the network saw it square; shown as the file is
+        show(axes[0, j], to_image(img), f"support {j + 1}", mask, COLORS["support"])
     query = to_image(original_query(episode))
     show(axes[0, k], query, "query")
     show(axes[0, k + 1], query, "prediction", pred, COLORS["pred"])
     mask_legend(fig, ("support mask", "prediction"))
-    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    fig.suptitle(f"hsnet segment: {k} support image(s) with their masks, the query and HSNet's prediction", fontsize=10)
+    fig.tight_layout(rect=(0, 0.1, 1, 0.97))
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out, mask_path
+
+
+def _at_aspect(img: torch.Tensor, mask: torch.Tensor, size: tuple[int, int]):
+    """A square network input (3, s, s) and its mask (s, s), resized back to the aspect ratio of ``size``
+    (H, W), longer side s."""
+    s = img.shape[-1]
+    H, W = size
+    target = (max(1, round(s * H / max(H, W))), max(1, round(s * W / max(H, W))))
+    img = torch.nn.functional.interpolate(img[None], target, mode="bilinear", align_corners=False)[0]
+    mask = torch.nn.functional.interpolate(mask[None, None].float(), target, mode="nearest")[0, 0]
+    return img, mask
 
 
 def kept_positions_figure(mask: torch.Tensor, grids, kept, titles, suptitle=""):
@@ -299,18 +313,28 @@ def kernel_pairs(query_kernels: torch.Tensor, support_kernels: torch.Tensor, n: 
 def params_vs_miou(table, title="mIoU against learnable parameters"):
     """Scatter of mean mIoU (y) against learnable parameters (x, log scale), one point per method row
     with a parameter count; ``table``: a paper table with ``method``, ``backbone``, ``mean`` and
-    ``learnable_params`` ("2.6M")."""
+    ``learnable_params`` ("2.6M"). Rows without a count are named under the plot, not dropped silently;
+    a label that would overlap an earlier one goes below its point."""
     rows = table.dropna(subset=["learnable_params"])
+    missing = table[table["learnable_params"].isna()]
     markers = {"vgg16": "o", "resnet50": "s", "resnet101": "^"}
-    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    placed: list[tuple[float, float]] = []  # (log10 params, mIoU) of the labels above their points
     for backbone, group in rows.groupby("backbone", sort=False):
         params = group["learnable_params"].str.rstrip("M").astype(float)
         ax.scatter(params, group["mean"], marker=markers.get(backbone, "o"), s=40, label=backbone)
         for p, m, name in zip(params, group["mean"], group["method"]):
             name = name.replace("HSNet-no-support-mask", "HSNet†")  # the paper's name for it
-            ax.annotate(name, (p, m), textcoords="offset points", xytext=(4, 3), fontsize=7)
+            near = any(abs(np.log10(p) - x) < 0.15 and abs(m - y) < 1.5 for x, y in placed)
+            offset = (4, -10) if near else (4, 3)
+            if not near:
+                placed.append((np.log10(p), m))
+            ax.annotate(name, (p, m), textcoords="offset points", xytext=offset, fontsize=7)
     ax.set_xscale("log")
     ax.set(xlabel="learnable parameters (millions, log scale)", ylabel="mean mIoU (%)", title=title)
     ax.legend(title="backbone")
-    fig.tight_layout()
+    if len(missing):
+        names = ", ".join(f"{m} ({b})" for m, b in zip(missing["method"], missing["backbone"]))
+        fig.text(0.01, 0.01, f"not shown, no parameter count in the table: {names}", fontsize=7)
+    fig.tight_layout(rect=(0, 0.04 if len(missing) else 0, 1, 1))
     return fig

@@ -152,7 +152,7 @@ class EpisodeExplorer:
             lo, min=lo, max=hi, description="fold", disabled=lo == hi, style=label, layout=_width(200)
         )
         if lo == hi:
-            self.fold.description_tooltip = f"the models never saw fold {lo}'s classes; other folds would be seen ones"
+            self.fold.tooltip = f"the models never saw fold {lo}'s classes; other folds would be seen ones"
         self.index = W.BoundedIntText(0, min=0, max=999, description="episode", style=label, layout=_width(150))
         self.shot = W.ToggleButtons(
             options=[1, 5], value=1, description="shots", style={**label, "button_width": "40px"}, layout=_width(170)

@@ -428,3 +428,9 @@ def test_a_compressed_checkpoint_that_would_expand_far_beyond_its_size_is_refuse
     with pytest.raises(CheckpointError, match="would expand to .* GB from .* MB on disk"):
         load_checkpoint_file(tmp_path / "bomb.pt")
     assert load_checkpoint_file(tmp_path / "real.pt")["model"]["w"].shape == (4,)  # a plain torch.save loads
+
+
+def test_a_csv_given_as_checkpoint_is_called_a_text_file(tmp_path):
+    (tmp_path / "results.csv").write_text("method,miou\nHSNet,70.3\n")
+    with pytest.raises(CheckpointError, match=r"results.csv \(it is a text file, not a file written by torch.save\)"):
+        load_checkpoint_file(tmp_path / "results.csv")

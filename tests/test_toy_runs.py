@@ -72,3 +72,26 @@ def test_several_runs_train_side_by_side_in_child_processes_then_load(tmp_path):
     assert [os.stat(tmp_path / n / "last.pt").st_mtime_ns for n in "ab"] == stamps
     for (m1, _), (m2, _) in zip(first, again):
         assert all(a.equal(b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values()))
+
+
+def test_best_pt_refers_to_a_reproducible_backbone_instead_of_carrying_it(tmp_path):
+    import torch
+
+    from hsnetlib import HSNet
+    from hsnetlib.checkpoint import load_checkpoint_file
+    from hsnetlib.errors import CheckpointError
+
+    model, _ = toy_model(tmp_path / "run", ToyRecipe(**{**TINY.__dict__, "epochs": 1}), PRETRAINED)
+    best, last = load_checkpoint_file(tmp_path / "run" / "best.pt"), load_checkpoint_file(tmp_path / "run" / "last.pt")
+    assert not any(k.startswith("backbone.") for k in best["model"]) and "optimizer" not in best
+    assert best["backbone_ref"]["weights"] == "toy" and len(best["backbone_ref"]["sha256"]) == 64
+    assert any(k.startswith("backbone.") for k in last["model"])  # last.pt resumes: it carries everything
+    loaded = HSNet.load(tmp_path / "run" / "best.pt")
+    for k, v in last["model"].items():
+        assert torch.equal(loaded.state_dict()[k], v), k  # the same model, backbone rebuilt from its file
+    best["backbone_ref"]["sha256"] = "0" * 64  # trained on other weights than this machine's file
+    torch.save(best, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="trained on resnet50-w16 weights='toy' with SHA-256 000000000000"):
+        HSNet.load(tmp_path / "other.pt")
+    random, _ = toy_model(tmp_path / "random", ToyRecipe(**{**TINY.__dict__, "epochs": 1}), RANDOM)
+    assert any(k.startswith("backbone.") for k in load_checkpoint_file(tmp_path / "random" / "best.pt")["model"])

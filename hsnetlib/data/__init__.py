@@ -45,7 +45,7 @@ def make_benchmark(
         root = data_root(root)
         if root is None:
             raise DatasetError(
-                f"no dataset root for {name}: pass root=... (or --datapath) or set HSNET_DATA to the folder "
+                f"no dataset root for {name}: give --datapath (in Python: root=...) or set HSNET_DATA to the folder "
                 f"that holds VOC2012/, COCO2014/, FSS-1000/ (README, Datasets)"
             )
         kwargs.update(splits_dir=splits_dir, verify_splits=verify_splits)
