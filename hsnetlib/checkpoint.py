@@ -158,6 +158,14 @@ def _check_expansion(path: Path, what: str) -> None:
         )
 
 
+def with_backbone(saved, state: dict, model) -> dict:
+    """``state`` (a checkpoint's model state) completed with ``model``'s own backbone tensors when the
+    checkpoint refers to its backbone (``"backbone_ref"``, a run's best.pt) instead of carrying it."""
+    if not (isinstance(saved, dict) and "backbone_ref" in saved):
+        return state
+    return {**{k: v for k, v in model.state_dict().items() if k.startswith("backbone.")}, **state}
+
+
 def load_checkpoint_file(path: str | os.PathLike):
     """A checkpoint file's content (:func:`safe_load`); the caller validates what is inside."""
     return safe_load(path, "checkpoint")

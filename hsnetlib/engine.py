@@ -315,10 +315,16 @@ def _start(config: TrainConfig, device) -> _Run:
         if rank == 0 and run.rows:  # a crash after last.pt but before metrics.csv: the rows come from last.pt
             _write_metrics(logdir / "metrics.csv", run.rows)
     elif config.recalibrate_bn:  # identical on every rank: same seeded batches
-        loader = train_loader(run.train_set, config.batch_size, 10**6, config.seed, config.num_workers, (0, 1))
-        batches = (b["query_img"].to(device) for _, b in zip(range(config.recalibrate_bn), loader))
-        recalibrate_batchnorm(run.model.backbone, batches)
+        recalibrate_random_backbone(run.model, run.train_set, config, device)
     return run
+
+
+def recalibrate_random_backbone(model, train_set, config: TrainConfig, device="cpu") -> None:
+    """Re-estimate a random backbone's BatchNorm statistics on ``config.recalibrate_bn`` seeded batches of
+    training queries (``recalibrate_bn``; not in the paper)."""
+    loader = train_loader(train_set, config.batch_size, 10**6, config.seed, config.num_workers, (0, 1))
+    batches = (b["query_img"].to(device) for _, b in zip(range(config.recalibrate_bn), loader))
+    recalibrate_batchnorm(model.backbone, batches)
 
 
 def _epoch(run: _Run, net, epoch: int, writer) -> None:

@@ -30,7 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .backbone import BACKBONES, backbone_reference, build_backbone, extract_features
-from .checkpoint import check_compatible, infer_backbone, load_checkpoint_file, model_state_from
+from .checkpoint import check_compatible, infer_backbone, load_checkpoint_file, model_state_from, with_backbone
 from .conv4d import KERNELS
 from .correlation import hypercorrelation, mask_features
 from .errors import CheckpointError, HSNetError
@@ -336,8 +336,7 @@ class HSNet(nn.Module):
                     f"drop the flag to load it as it was trained, or load a checkpoint of the model you asked for"
                 )
         model = cls(config, weights=_referenced_weights(saved, config, path))
-        if isinstance(saved, dict) and "backbone_ref" in saved:  # best.pt of a run: the backbone comes from its file
-            state = {**{k: v for k, v in model.state_dict().items() if k.startswith("backbone.")}, **state}
+        state = with_backbone(saved, state, model)  # best.pt of a run: the backbone comes from its file
         bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
         if bad:
             raise CheckpointError(

@@ -21,7 +21,7 @@ import shutil
 from pathlib import Path
 
 from .backbone import backbone_reference
-from .checkpoint import load_checkpoint_file
+from .checkpoint import load_checkpoint_file, with_backbone
 from .errors import HSNetError
 from .train_config import RESUMABLE, TrainConfig
 
@@ -156,7 +156,4 @@ def best_checkpoint(ckpt: dict, config: TrainConfig) -> dict:
 def load_best(model, logdir) -> None:
     """Load ``logdir/best.pt`` into ``model`` (the run's own model, its backbone already built)."""
     saved = load_checkpoint_file(Path(logdir) / "best.pt")
-    state = saved["model"]
-    if "backbone_ref" in saved:
-        state = {**{k: v for k, v in model.state_dict().items() if k.startswith("backbone.")}, **state}
-    model.load_state_dict(state)
+    model.load_state_dict(with_backbone(saved, saved["model"], model))

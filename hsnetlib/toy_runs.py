@@ -29,9 +29,9 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .backbone import build_backbone, imagenet_weights_available, recalibrate_batchnorm
+from .backbone import build_backbone, imagenet_weights_available
 from .data import make_benchmark
-from .engine import TrainResult, seed_everything, train, train_loader
+from .engine import TrainResult, recalibrate_random_backbone, seed_everything, train
 from .errors import WeightsError
 from .model import HSNet
 from .model_config import ModelConfig
@@ -186,6 +186,5 @@ def toy_backbone_model(backbone: ToyBackbone, recipe: ToyRecipe = NOTEBOOK) -> H
     train_set = make_benchmark("toy", fold=recipe.fold, split="trn", img_size=recipe.img_size, seed=config.seed)
     model = HSNet(config.model, weights=backbone.weights)
     if config.recalibrate_bn:
-        loader = train_loader(train_set, config.batch_size, 10**6, config.seed, 0, (0, 1))
-        recalibrate_batchnorm(model.backbone, (b["query_img"] for _, b in zip(range(config.recalibrate_bn), loader)))
+        recalibrate_random_backbone(model, train_set, config)
     return model.eval()
