@@ -171,17 +171,28 @@ def check_episode(query_img, support_imgs, support_masks, dtype: torch.dtype = t
             raise HSNetError(f"{name} contains NaN or Inf values; check the image loading and normalization")
 
 
-def output_size(size, query_img: torch.Tensor) -> tuple[int, int]:
-    """The logits' output size: ``size`` (a pair of positive ints), or the query's size when None."""
+LEARNER = "learner"  # size= for the learner's own resolution (a quarter of the query's for ResNets): no upsampling
+
+
+def output_size(size, query_img: torch.Tensor) -> tuple[int, int] | str:
+    """The logits' output size: ``size`` (a pair of positive ints, or :data:`LEARNER`), or the query's
+    size when None."""
     if size is None:
         return tuple(query_img.shape[-2:])
+    if isinstance(size, str) and size == LEARNER:
+        return LEARNER
     try:
         h, w = (int(v) for v in size)
     except (TypeError, ValueError):
-        raise HSNetError(f"size must be a pair (h, w) of positive ints, got {size!r}") from None
+        raise HSNetError(f"size must be a pair (h, w) of positive ints or {LEARNER!r}, got {size!r}") from None
     if h < 1 or w < 1:
         raise HSNetError(f"size must be a pair (h, w) of positive ints, got {size!r}")
     return h, w
+
+
+def upsample_logits(logits: torch.Tensor, size) -> torch.Tensor:
+    """The learner's logits (B, 2, h, w) at ``size`` (from :func:`output_size`): bilinear, corners aligned."""
+    return logits if size == LEARNER else F.interpolate(logits, size, mode="bilinear", align_corners=True)
 
 
 def vote_kshot(votes: torch.Tensor) -> torch.Tensor:
@@ -282,7 +293,7 @@ class HSNet(nn.Module):
         query_feats, support_feats = self.features(query_img), self.features(support_img)  # Sec. 3.1
         pyramid = self.hypercorrelation(query_feats, support_feats, support_mask)  # Eq. (1)-(2)
         logits = self.hpn_learner(pyramid)  # Sec. 3.2-3.3: (B, 2, H/4, W/4)
-        return F.interpolate(logits, output_size(size, query_img), mode="bilinear", align_corners=True)
+        return upsample_logits(logits, output_size(size, query_img))
 
     @torch.inference_mode()
     def kshot_logits(self, query_img, support_imgs, support_masks, size=None) -> torch.Tensor:

@@ -25,6 +25,7 @@ from torchvision import transforms
 
 from .data.episodes import IMAGENET_MEAN, IMAGENET_STD, image_transform, resize_mask
 from .errors import HSNetError
+from .model import LEARNER
 
 Source = str | os.PathLike | bytes  # a file path or the file's bytes
 
@@ -185,21 +186,72 @@ def _same_file(a: Path, b: Path) -> bool:
 
 @torch.no_grad()
 def segment(model, episode: UserEpisode, device=None) -> torch.Tensor:
-    """HSNet's mask of the query at its original size, (H, W) in {0, 1} (the K-shot vote for K > 1)."""
+    """HSNet's mask of the query at its original size, (H, W) uint8 in {0, 1} (the K-shot vote for K > 1).
+
+    The same mask as ``model.predict(..., size=episode.query_size)``, made band by band
+    (:func:`upsampled_vote`), so memory grows with one byte per output pixel, not with float
+    copies of the logits at full size."""
     if device is not None:
         from .evaluation import resolve_device
 
         model = model.to(resolve_device(device))
     device = next(model.parameters()).device
-    pred = model.predict(
+    logits = model.kshot_logits(  # (1, K, 2, h, w): the learner's resolution
         episode.query_img[None].to(device),
         episode.support_imgs[None].to(device),
         episode.support_masks[None].to(device),
-        size=episode.query_size,
+        size=LEARNER,
     )
-    return pred[0].cpu()
+    return upsampled_vote(logits[0].float().cpu(), episode.query_size)
 
 
-def original_query(episode: UserEpisode) -> torch.Tensor:
-    """The query resized back to its original size, (3, H, W), for drawing the prediction on it."""
-    return F.interpolate(episode.query_img[None], episode.query_size, mode="bilinear", align_corners=False)[0]
+BAND_VALUES = 4_000_000  # floats per band of upsampled logits (16 MB)
+
+
+def upsampled_vote(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The learner's (K, 2, h, w) logits -> (H, W) uint8 mask: the model's bilinear upsampling to ``size``
+    (corners aligned), argmax per shot and the official K-shot vote (:func:`~hsnetlib.model.vote_kshot`),
+    computed over bands of output rows. Rows are blended by explicit weights, columns by
+    ``F.interpolate``; only pixels whose two logits tie to float rounding can differ from upsampling
+    at once."""
+    K, _, h, _ = logits.shape
+    H, W = size
+    src = torch.arange(H, dtype=torch.float64) * ((h - 1) / (H - 1) if H > 1 else 0.0)  # source row of each row
+    top = src.floor().long().clamp(max=h - 1)
+    below = (top + 1).clamp(max=h - 1)
+    t = (src - top).float().view(-1, 1)  # (H, 1) weight of the row below
+    votes = torch.empty((H, W), dtype=torch.uint8)  # shots voting object, per pixel
+    band = max(1, BAND_VALUES // (2 * K * W))
+    for y in range(0, H, band):
+        rows = slice(y, y + band)
+        blend = logits[:, :, top[rows]] * (1 - t[rows]) + logits[:, :, below[rows]] * t[rows]  # (K, 2, n, w)
+        up = F.interpolate(blend, size=(blend.shape[-2], W), mode="bilinear", align_corners=True)  # (K, 2, n, W)
+        votes[rows] = (up[:, 1] > up[:, 0]).sum(dim=0, dtype=torch.uint8)
+    if K == 1:
+        return votes
+    most = max(int(votes.max()), 1)  # the vote: total / max(largest total, 1) >= 0.5, in integers
+    return (2 * votes.to(torch.int16) >= most).to(torch.uint8)
+
+
+DISPLAY_SIDE = 1024  # figures show the query with a longer side of at most this; the mask file keeps full size
+
+
+def display_size(size: tuple[int, int], side: int = DISPLAY_SIDE) -> tuple[int, int]:
+    """(H, W) scaled down (never up) so that its longer side is at most ``side``."""
+    H, W = size
+    scale = min(1.0, side / max(H, W))
+    return max(1, round(H * scale)), max(1, round(W * scale))
+
+
+def display_query(episode: UserEpisode, side: int = DISPLAY_SIDE) -> torch.Tensor:
+    """The query at its original aspect and at most ``side`` pixels long, (3, h, w), for drawing."""
+    size = display_size(episode.query_size, side)
+    return F.interpolate(episode.query_img[None], size, mode="bilinear", align_corners=False)[0]
+
+
+def shrink_mask(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """An (H, W) mask at ``size`` by nearest neighbour (index arithmetic, no float copy of the mask)."""
+    H, W = mask.shape
+    rows = (torch.arange(size[0]) * H) // size[0]
+    cols = (torch.arange(size[1]) * W) // size[1]
+    return mask[rows][:, cols]

@@ -220,19 +220,19 @@ def save_segmentation(episode, pred: torch.Tensor, out, mask_path) -> tuple[Path
     """Write ``out`` (supports with their masks | query | prediction; format by its suffix) and
     ``mask_path`` (the predicted mask at the query's original size, PNG, white = object); both paths
     come from :func:`hsnetlib.user_images.segmentation_outputs`. Returns them."""
-    from .user_images import original_query
+    from .user_images import display_query, shrink_mask
 
     out, mask_path = Path(out), Path(mask_path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray((pred.numpy() > 0).astype(np.uint8) * 255).save(mask_path)
+    Image.fromarray((pred > 0).to(torch.uint8).mul_(255).numpy()).save(mask_path)  # one byte per pixel
     k = episode.support_imgs.shape[0]
     fig, axes = plt.subplots(1, k + 2, figsize=(2.6 * (k + 2), 3.3), squeeze=False)
     for j, (img, mask, size) in enumerate(zip(episode.support_imgs, episode.support_masks, episode.support_sizes)):
         img, mask = _at_aspect(img, mask, size)  # the network saw it square; shown as the file is
         show(axes[0, j], to_image(img), f"support {j + 1}", mask, COLORS["support"])
-    query = to_image(original_query(episode))
+    query = to_image(display_query(episode))  # at most DISPLAY_SIDE pixels long: a figure shows no more
     show(axes[0, k], query, "query")
-    show(axes[0, k + 1], query, "prediction", pred, COLORS["pred"])
+    show(axes[0, k + 1], query, "prediction", shrink_mask(pred, query.shape[:2]), COLORS["pred"])
     mask_legend(fig, ("support mask", "prediction"))
     fig.suptitle(f"hsnet segment: {k} support image(s) with their masks, the query and HSNet's prediction", fontsize=10)
     fig.tight_layout(rect=(0, 0.1, 1, 0.97))

@@ -20,7 +20,7 @@ import torch
 from .correlation import correlation, mask_features
 from .data import make_benchmark
 from .metrics import episode_iou
-from .user_images import load_user_episode, original_query
+from .user_images import display_query, load_user_episode
 from .viz import COLORS, draw_mask, interior_point, mask_legend, overlay, show, show_supports, to_image
 
 
@@ -224,10 +224,11 @@ class EpisodeExplorer:
             self.status.value = "Upload a query image, a support image and a support mask (white = object) first."
             return {}
         episode = load_user_episode(raw[0], [raw[1]], [raw[2]], self.img_size)
-        item = {**episode.as_item(), "query_img": original_query(episode)}  # drawn at the query's own size
+        query = display_query(episode)  # the query's aspect, at most DISPLAY_SIDE pixels long
+        item = {**episode.as_item(), "query_img": query}
         self.result = {
             "item": item,
-            **self.predict(episode.query_img, episode.support_imgs, episode.support_masks, size=episode.query_size),
+            **self.predict(episode.query_img, episode.support_imgs, episode.support_masks, size=query.shape[-2:]),
         }
         h, w = episode.query_size
         self.status.value = f"your images (query {w}x{h}): no ground truth, so no IoU"

@@ -267,3 +267,21 @@ def test_following_the_dtype_advice_works():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert model.predict(q.float(), s, m).shape == (1, 64, 64)
     assert model.double().predict(q, s.double(), m).shape == (1, 64, 64)  # or the model in float64
+
+
+@pytest.mark.parametrize("cls", [HSNet, FastHSNet], ids=["reference", "fast"])
+@pytest.mark.parametrize("shot", [1, 2])
+def test_learner_size_gives_the_logits_before_upsampling(cls, shot):
+    """size="learner" returns the learner's own resolution; upsampling it as forward does gives the
+    default output exactly (the same F.interpolate call on the same tensor)."""
+    from hsnetlib.model import LEARNER
+
+    torch.manual_seed(0)
+    model = cls("resnet50").eval()
+    q, s, m = torch.randn(1, 3, 70, 90), torch.randn(1, shot, 3, 70, 90), (torch.rand(1, shot, 70, 90) > 0.5).float()
+    low = model.kshot_logits(q, s, m, size=LEARNER)
+    assert low.shape == (1, shot, 2, 18, 24)  # twice the 9 x 12 grid of level 1 (stride 8) for 70 x 90
+    up = torch.nn.functional.interpolate(low[0], (70, 90), mode="bilinear", align_corners=True)
+    assert torch.equal(up, model.kshot_logits(q, s, m)[0])
+    with pytest.raises(HSNetError, match="learner"):
+        model.kshot_logits(q, s, m, size="quarter")

@@ -137,3 +137,71 @@ def test_huge_images_are_refused_from_their_header(files):
     Image.new("L", (8000, 6000)).save(files["dir"] / "huge.png")  # 48 megapixels, a few KB on disk
     with pytest.raises(UserImageError, match="8000x6000 pixels, more than the 40 megapixels"):
         load_user_episode(files["dir"] / "huge.png", [files["support"]], [files["mask"]], 64)
+
+
+@pytest.mark.parametrize("shot", [1, 3])
+def test_banded_upsampling_gives_the_mask_of_upsampling_at_once(shot):
+    """segment()'s band-by-band mask equals model.predict(size=...) except where the two upsampled logits
+    tie within float32 rounding (relative 1e-5 of their magnitude: both sides are sums of 4 products)."""
+    from hsnetlib.model import vote_kshot
+    from hsnetlib.user_images import upsampled_vote
+
+    torch.manual_seed(shot)
+    logits = torch.randn(shot, 2, 9, 13)  # the learner's resolution
+    size = (61, 47)  # odd, not a multiple of the input
+    full = torch.nn.functional.interpolate(logits, size, mode="bilinear", align_corners=True)  # (K, 2, H, W)
+    votes = (full[:, 1] > full[:, 0]).long()[None]  # (1, K, H, W)
+    expected = votes[0, 0] if shot == 1 else vote_kshot(votes)[0]
+    import hsnetlib.user_images as ui
+
+    old, ui.BAND_VALUES = ui.BAND_VALUES, 2 * shot * 47 * 5  # bands of 5 rows
+    try:
+        got = upsampled_vote(logits, size)
+    finally:
+        ui.BAND_VALUES = old
+    assert got.shape == size and got.dtype == torch.uint8
+    near_tie = ((full[:, 1] - full[:, 0]).abs() <= 1e-5 * full.abs().amax(dim=1)).any(dim=0)
+    assert torch.equal(got.bool()[~near_tie], expected.bool()[~near_tie])
+
+
+def test_segment_is_model_predict_at_the_original_size(files):
+    model = HSNet("resnet50").eval()
+    ep = load_user_episode(files["query"], [files["support"]] * 2, [files["mask"]] * 2, 64)
+    ref = model.predict(ep.query_img[None], ep.support_imgs[None], ep.support_masks[None], size=ep.query_size)[0]
+    assert torch.equal(segment(model, ep).long(), ref)
+
+
+def peak_rss_of_segment(tmp_path, ckpt, query) -> int:
+    """Peak resident memory (bytes) of one `hsnet segment` process on ``query``."""
+    import subprocess
+    import sys
+
+    argv = ["segment", "--load", str(ckpt), "--query", str(query), "--out", str(tmp_path / "o.png")]
+    argv += ["--support", str(tmp_path / "s.png"), "--mask", str(tmp_path / "m.png")]
+    code = "\n".join(
+        [
+            "import resource, sys",
+            "from hsnetlib.cli import main",
+            f"rc = main({argv!r})",
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(rc)",
+        ]
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    return int(run.stdout.split()[-1]) * 1024  # ru_maxrss is in KB on Linux
+
+
+def test_a_large_query_costs_memory_in_proportion_to_its_pixels(files, tmp_path):
+    """A 20-megapixel query adds a few bytes per pixel (the decoded image: 3, the mask file: 1-2), not
+    float copies at full size (the logits, the query and its overlay: 6 GB at 40 megapixels)."""
+    ckpt = tmp_path / "model.pt"
+    save_atomic({"model": HSNet("resnet50").eval().state_dict(), "config": {"img_size": 64}}, ckpt)
+    big = np.zeros((4000, 5000, 3), np.uint8)
+    big[1000:3000, 1000:4000] = 200
+    write(tmp_path / "big.png", big)
+    write(tmp_path / "small.png", big[::50, ::50].copy())
+    extra = peak_rss_of_segment(tmp_path, ckpt, tmp_path / "big.png")
+    extra -= peak_rss_of_segment(tmp_path, ckpt, tmp_path / "small.png")
+    assert extra < 12 * big.shape[0] * big.shape[1], f"{extra / 2**20:.0f} MB more for a 20-megapixel query"
+    mask = Image.open(tmp_path / "o_mask.png")
+    assert mask.size == (5000 // 50, 4000 // 50)  # the last run wrote the small query's mask at its size

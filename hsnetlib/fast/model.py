@@ -20,9 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
-from ..model import HSNet, check_episode, output_size
+from ..model import HSNet, check_episode, output_size, upsample_logits
 from .backbone import FoldedBackbone
 from .correlation import hypercorrelation_qm, unit_query_features
 from .learner import QueryMajor
@@ -96,7 +95,7 @@ class FastHSNet(HSNet):
         check_episode(query_img, support_img.unsqueeze(1), support_mask.unsqueeze(1), self.dtype)
         query_feats, support_feats = self.features(query_img), self.features(support_img)
         logits = self._logits(query_feats, support_feats, support_mask, self._windowed(query_img))
-        return F.interpolate(logits, output_size(size, query_img), mode="bilinear", align_corners=True)
+        return upsample_logits(logits, output_size(size, query_img))
 
     @torch.inference_mode()
     def kshot_logits(self, query_img, support_imgs, support_masks, size=None) -> torch.Tensor:
@@ -115,6 +114,6 @@ class FastHSNet(HSNet):
             q = query_feats if n == 1 else [f.repeat_interleave(n, dim=0) for f in query_feats]  # (B*n, C, h, w)
             s = self.features(support_imgs[:, k0 : k0 + n].flatten(0, 1))  # (B*n, C, h, w)
             out = self._logits(q, s, support_masks[:, k0 : k0 + n].flatten(0, 1), windowed).float()  # (B*n, 2, h, w)
-            out = F.interpolate(out, size, mode="bilinear", align_corners=True)
-            logits.append(out.view(B, n, 2, *size))
+            out = upsample_logits(out, size)
+            logits.append(out.view(B, n, *out.shape[1:]))
         return torch.cat(logits, dim=1)  # (B, K, 2, H, W)
