@@ -10,6 +10,7 @@ pytestmark = pytest.mark.numerics  # float comparisons: also run under other ker
 
 def test_correlation_matches_per_pixel_cosine():
     fq, fs = torch.randn(2, 5, 3, 4, dtype=torch.float64), torch.randn(2, 5, 4, 2, dtype=torch.float64)
+    # float64: default tolerance 1e-7 vs rounding ~1e-15 (cosines of 5 channels): only a wrong formula fails
     torch.testing.assert_close(correlation(fq, fs), cosine_correlation(fq, fs))
 
 
@@ -23,7 +24,7 @@ def test_eps_is_added_to_each_norm():
     assert (c[0, :, :, 1, 1] == 0).all()
     qn, sn = fq[0, :, 0, 0].norm(), fs[0, :, 0, 0].norm()
     expected = (qn * sn) / ((qn + EPS) * (sn + EPS))  # cosine 1, shrunk by eps on both norms
-    torch.testing.assert_close(c[0, 0, 0, 0, 0], expected)
+    torch.testing.assert_close(c[0, 0, 0, 0, 0], expected)  # float64, a 4-term cosine: rounding ~1e-16
     assert c[0, 0, 0, 0, 0] < 0.7  # ~ 2/3: cosine 1 times 2e-5 / (2e-5 + eps)
 
 
@@ -38,10 +39,12 @@ def test_mask_features_bilinear_align_corners():
 
 def test_hypercorrelation_groups_deepest_first():
     B = 1
-    feats_q = [torch.randn(B, 3, 8, 8), torch.randn(B, 3, 8, 8), torch.randn(B, 4, 4, 4), torch.randn(B, 5, 2, 2)]
+    sizes = [(3, 8, 8), (3, 8, 8), (4, 4, 4), (5, 2, 2)]
+    feats_q = [torch.randn(B, *size, dtype=torch.float64) for size in sizes]
     feats_s = [torch.randn_like(f) for f in feats_q]
     pyramid = hypercorrelation(feats_q, feats_s, (1, 1, 2))
     assert [tuple(p.shape) for p in pyramid] == [(B, 1, 2, 2, 2, 2), (B, 1, 4, 4, 4, 4), (B, 2, 8, 8, 8, 8)]
+    # float64: the same cosines stacked; default tolerance 1e-7 vs rounding ~1e-16
     torch.testing.assert_close(pyramid[2][:, 1], correlation(feats_q[1], feats_s[1]))
     torch.testing.assert_close(pyramid[0][:, 0], correlation(feats_q[3], feats_s[3]))
 
@@ -50,5 +53,5 @@ def test_masked_out_support_columns_are_skipped_exactly():
     fq, fs = torch.randn(2, 5, 3, 4, dtype=torch.float64), torch.randn(2, 5, 4, 3, dtype=torch.float64)
     fs[:, :, 1:, :] = 0  # only the first support row survives the mask, in both batch items
     fs[1, :, 0, 0] = 0  # and one position of item 1 only
-    torch.testing.assert_close(correlation(fq, fs), cosine_correlation(fq, fs))
+    torch.testing.assert_close(correlation(fq, fs), cosine_correlation(fq, fs))  # float64: as in the first test
     assert (correlation(fq, torch.zeros_like(fs)) == 0).all()  # empty mask: all zeros, no NaN

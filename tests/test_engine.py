@@ -184,6 +184,8 @@ def test_cli_train_then_test_on_toy(tmp_path):
     bf16 = hsnet(*common, "--precision", "bf16", "--out", str(tmp_path / "bf16.csv"))
     assert fast.returncode == ref.returncode == bf16.returncode == 0, bf16.stderr
     fast, ref = pd.read_csv(tmp_path / "fast.csv"), pd.read_csv(tmp_path / "ref.csv")
+    # the two paths' masks differ only at pixels whose logits tie within rounding (test_fast_model); one
+    # such pixel moves a class's IoU by 100 / |union| points (unions ~1000 px at 64 px): 0.5 allows five
     assert fast["miou"].iloc[0] == pytest.approx(ref["miou"].iloc[0], abs=0.5)
     assert pd.read_csv(tmp_path / "bf16.csv")["precision"].iloc[0] == "bf16"
     r = hsnet("test", "--benchmark", "toy", "--backbone", "resnet101", "--load", str(run / "best.pt"))

@@ -40,7 +40,7 @@ def box_episode(batch, shot, size=80, seed=0):
 def assert_masks_agree_where_logits_do_not_tie(fast_pred, ref_logits):
     """A 1-shot mask may differ only where the reference's two logits are closer than the rounding bound."""
     gap = (ref_logits[:, 0, 1] - ref_logits[:, 0, 0]).abs()  # (B, H, W)
-    bound = 2 * network_rtol(ref_logits.dtype) * ref_logits.abs().max()
+    bound = 2 * network_rtol(ref_logits.dtype) * ref_logits.abs().max()  # each of the two logits: the network bound
     ref_pred = (ref_logits[:, 0, 1] > ref_logits[:, 0, 0]).long()
     assert (gap[fast_pred != ref_pred] <= bound).all()
 

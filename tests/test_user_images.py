@@ -139,6 +139,7 @@ def test_huge_images_are_refused_from_their_header(files):
         load_user_episode(files["dir"] / "huge.png", [files["support"]], [files["mask"]], 64)
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("shot", [1, 3])
 def test_banded_upsampling_gives_the_mask_of_upsampling_at_once(shot):
     """segment()'s band-by-band mask equals model.predict(size=...) except where the two upsampled logits
@@ -164,11 +165,16 @@ def test_banded_upsampling_gives_the_mask_of_upsampling_at_once(shot):
     assert torch.equal(got.bool()[~near_tie], expected.bool()[~near_tie])
 
 
+@pytest.mark.numerics
 def test_segment_is_model_predict_at_the_original_size(files):
     model = HSNet("resnet50").eval()
     ep = load_user_episode(files["query"], [files["support"]] * 2, [files["mask"]] * 2, 64)
+    logits = model.kshot_logits(ep.query_img[None], ep.support_imgs[None], ep.support_masks[None], ep.query_size)
     ref = model.predict(ep.query_img[None], ep.support_imgs[None], ep.support_masks[None], size=ep.query_size)[0]
-    assert torch.equal(segment(model, ep).long(), ref)
+    # upsampled in bands or at once, a pixel's two logits are blends of the same 4 values in another order:
+    # its vote can change only where they tie within float32 rounding (relative 1e-5 of their size)
+    near_tie = ((logits[0, :, 1] - logits[0, :, 0]).abs() <= 1e-5 * logits[0].abs().amax(dim=1)).any(dim=0)
+    assert torch.equal(segment(model, ep).long()[~near_tie], ref[~near_tie])
 
 
 def peak_rss_of_segment(tmp_path, ckpt, query) -> int:

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
-MASK_KINDS = ("box", "object", "scattered")
+MASK_KINDS = ("blobs", "box", "object", "scattered")  # the least favourable to the fast path first
 
 
 def bench_masks(kind: str, img_size: int, count: int, seed: int = 0) -> torch.Tensor:
     """``count`` support masks (count, s, s) of one kind:
 
+    - ``blobs``: large irregular regions covering half of the image and spread over all of it, like a
+      real segmentation mask of a big object or of stuff (seeded low-frequency noise on a 5x5 grid,
+      upsampled bicubically and thresholded at its median): the masked Eq. (2) and the window save
+      almost nothing;
     - ``box``: a centred square covering 25 % of the image (a small bounding window);
     - ``object``: one ellipse whose bounding box covers about half of the image, off centre (a
       large window and many masked-in positions);
@@ -18,7 +23,11 @@ def bench_masks(kind: str, img_size: int, count: int, seed: int = 0) -> torch.Te
     """
     s = img_size
     masks = torch.zeros(count, s, s)
-    if kind == "box":
+    if kind == "blobs":
+        g = torch.Generator().manual_seed(seed)
+        noise = F.interpolate(torch.randn(count, 1, 5, 5, generator=g), (s, s), mode="bicubic", align_corners=False)
+        masks = (noise[:, 0] > noise.flatten(1).median(dim=1).values.view(-1, 1, 1)).float()
+    elif kind == "box":
         masks[:, s // 4 : 3 * s // 4, s // 4 : 3 * s // 4] = 1
     elif kind == "object":
         y, x = torch.meshgrid(torch.arange(s) + 0.5, torch.arange(s) + 0.5, indexing="ij")

@@ -49,7 +49,7 @@ def parse_setting(text: str) -> tuple[int, int]:
 class TrainingBench:
     backbone: str = opt("resnet50", "backbone", choices=tuple(BACKBONES))
     settings: tuple[str, ...] = opt(("400x2", "128x8"), "SIZExBATCH: the paper's size and a small one", type=str)
-    masks: tuple[str, ...] = opt(("box", "scattered"), "support-mask kinds", choices=MASK_KINDS, type=str)
+    masks: tuple[str, ...] = opt(MASK_KINDS, "support-mask kinds", choices=MASK_KINDS, type=str)
     repeats: int = opt(3, "timed rounds (median), after one warm-up round")
     amp: str = opt("off", "also time the fast path under this autocast (bf16 | fp16)", choices=AMP_MODES)
     memory: bool = opt(True, "also measure each step's peak memory (a fresh process per path on CPU)")
