@@ -137,15 +137,17 @@ def add_segment_args(p):
 
 
 def cmd_segment(args):
+    from .evaluation import resolve_device
     from .user_images import load_user_episode, segment, segmentation_outputs
     from .viz import save_segmentation
 
     if len(args.support) != len(args.mask):
         raise ValueError(f"give one --mask per --support: got {len(args.support)} and {len(args.mask)}")
     outputs = segmentation_outputs(args.out, [args.query, *args.support, *args.mask])  # checked before any work
+    device = resolve_device(args.device)
     model, _, img_size = load_for_cli(args)
     episode = load_user_episode(args.query, args.support, args.mask, img_size)
-    pred = segment(model, episode, args.device)
+    pred = segment(model, episode, device)
     overlay_path, mask_path = save_segmentation(episode, pred, *outputs)
     share = 100 * float(pred.float().mean())
     print(f"{len(args.support)}-shot at {img_size} px: {share:.1f}% of the query is foreground")

@@ -224,6 +224,31 @@ def test_cli_refuses_bad_values_with_one_line(argv, message, capsys):
     assert err.startswith("hsnet: error: ") and message in err and err.count("\n") == 1
 
 
+@pytest.mark.parametrize(
+    "device, message",
+    [
+        ("bogus", "unknown device 'bogus'; expected auto, cpu, cuda or cuda:N"),
+        ("meta", "device 'meta' cannot run HSNet here"),
+        ("cuda:9", "device 'cuda:9'"),  # no GPU here: "sees no CUDA device"; with one: "has N CUDA device(s)"
+    ],
+)
+@pytest.mark.parametrize("command", ["train", "test", "bench inference", "bench training", "segment"])
+def test_a_device_that_cannot_run_is_one_line_on_every_command(tmp_path, command, device, message, capsys):
+    ckpt = tmp_path / "m.pt"
+    torch.save({"model": HSNet("resnet50-w8").state_dict()}, ckpt)
+    argv = {
+        "train": ["train", "--benchmark", "toy", "--logpath", str(tmp_path / "run")],
+        "test": ["test", "--benchmark", "toy", "--load", str(ckpt), "--episodes", "2"],
+        "bench inference": ["bench", "inference", "--repeats", "1"],
+        "bench training": ["bench", "training", "--repeats", "1"],
+        "segment": ["segment", "--load", str(ckpt), "--query", "q.jpg", "--support", "s.jpg", "--mask", "m.png"],
+    }[command]
+    assert main([*argv, "--device", device]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hsnet: error: ") and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "run").exists()  # a refused run leaves no folder behind
+
+
 def test_splits_verify_fails_when_files_are_missing(tmp_path, capsys):
     assert main(["splits", "verify", "--dir", str(tmp_path)]) == 1
     out = capsys.readouterr()
