@@ -45,7 +45,7 @@ def load_for_cli(args):
             f"--img-size {args.img_size} contradicts {args.load}, trained at {trained} px; drop --img-size "
             f"to evaluate at the trained size"
         )
-    size = check_img_size(args.img_size or trained or PAPER_IMG_SIZE, "--img-size")
+    size = check_img_size(args.img_size if args.img_size is not None else trained or PAPER_IMG_SIZE, "--img-size")
     return model, saved, size
 
 

@@ -249,6 +249,19 @@ def test_a_device_that_cannot_run_is_one_line_on_every_command(tmp_path, command
     assert not (tmp_path / "run").exists()  # a refused run leaves no folder behind
 
 
+@pytest.mark.parametrize("size", [0, -5, 16])
+def test_an_input_size_below_the_minimum_is_refused_by_test_and_by_the_datasets(tmp_path, size, capsys):
+    ckpt = tmp_path / "m.pt"
+    torch.save({"model": HSNet("resnet50-w8").state_dict()}, ckpt)
+    argv = ["test", "--benchmark", "toy", "--load", str(ckpt), "--episodes", "2", "--img-size", str(size)]
+    assert main(argv) == 2  # 0 is not "no size given": it is refused like any other bad size
+    assert f"--img-size must be an int of at least 32 pixels (the backbone divides it by 32), got {size}" in (
+        capsys.readouterr().err
+    )
+    with pytest.raises(HSNetError, match=f"img_size must be an int of at least 32 pixels .*got {size}"):
+        make_benchmark("toy", split="test", img_size=size)
+
+
 def test_splits_verify_fails_when_files_are_missing(tmp_path, capsys):
     assert main(["splits", "verify", "--dir", str(tmp_path)]) == 1
     out = capsys.readouterr()

@@ -7,8 +7,10 @@ import time
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from hsnetlib import HSNet
+from hsnetlib.checkpoint import load_checkpoint_file
 from hsnetlib.cli import main
 from hsnetlib.engine import train
 from hsnetlib.model_config import ModelConfig
@@ -135,3 +137,24 @@ def test_the_demo_refuses_to_replace_an_earlier_demo(tmp_path, monkeypatch):
     stamp = (tmp_path / "d" / "run" / "last.pt").stat().st_mtime_ns
     assert main(["demo", "--out", str(tmp_path / "d"), "--episodes", "4"]) == 2
     assert (tmp_path / "d" / "run" / "last.pt").stat().st_mtime_ns == stamp
+
+
+def test_a_diverging_run_stops_with_one_line_and_keeps_its_finished_epochs(tmp_path, monkeypatch, capsys):
+    """The loss turns NaN at the second training step (epoch 2): one line names the epoch and the step,
+    and the first epoch's checkpoint is still there to resume or inspect."""
+    real, calls = F.cross_entropy, []
+
+    def loss_that_diverges(logits, gt, *args, **kwargs):
+        loss = real(logits, gt, *args, **kwargs)
+        if torch.is_grad_enabled():  # a training step (validation runs without gradients)
+            calls.append(1)
+            return loss * float("nan") if len(calls) >= 2 else loss
+        return loss
+
+    monkeypatch.setattr("hsnetlib.engine.F.cross_entropy", loss_that_diverges)
+    run = tmp_path / "run"
+    assert main(["train", *CLI_TINY, "--niter", "3", "--logpath", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hsnet: error: training diverged at epoch") and ", step 1: the loss is nan" in err
+    assert err.count("\n") == 1 and "--lr" in err
+    assert load_checkpoint_file(run / "last.pt")["epoch"] == 0  # the finished first epoch is kept

@@ -129,6 +129,7 @@ class EpisodicDataset(Dataset):
             raise ValueError(f"fold {fold} out of range for {self.benchmark}: expected 0..{self.nfolds - 1}")
         if shot < 1:
             raise ValueError(f"shot must be >= 1, got {shot}")
+        check_img_size(img_size)
         self.fold, self.split, self.shot, self.img_size, self.seed = fold, split, shot, img_size, seed
         self.use_original_imgsize = use_original_imgsize
         self.transform = image_transform(img_size)
