@@ -36,10 +36,22 @@ class RunFolderError(HSNetError):
     """A run folder that cannot be used as asked (it would lose or mix results)."""
 
 
+def check_run_path(logdir: Path) -> None:
+    """A run folder path must be a folder or not exist yet (a link to nothing, or a file, is named)."""
+    if logdir.is_symlink() and not logdir.exists():
+        raise RunFolderError(
+            f"run folder {logdir} is a link to {os.readlink(logdir)}, which does not exist; create that folder "
+            f"or choose another --logpath"
+        )
+    if logdir.exists() and not logdir.is_dir():
+        raise RunFolderError(f"run folder {logdir} is a file, not a folder; choose another --logpath")
+
+
 class RunLock:
     """An exclusive lock on ``logdir/.lock`` for the life of this object (or of the process that holds it)."""
 
     def __init__(self, logdir: Path):
+        check_run_path(Path(logdir))  # before anything is created there
         self.path, self.file = Path(logdir) / LOCK_FILE, None
         self.path.parent.mkdir(parents=True, exist_ok=True)
         file = open(self.path, "a+")  # noqa: SIM115 (held open while the run trains)
@@ -113,10 +125,7 @@ def prepare_run_folder(config: TrainConfig, write: bool = True) -> dict | None:
     """Apply the run-folder policy (module docstring); returns the checkpoint to resume from, or None
     for a fresh run. ``write``: this process may change the folder (in distributed runs only rank 0)."""
     logdir = Path(config.logdir)
-    if logdir.is_symlink() and not logdir.exists():
-        raise RunFolderError(f"run folder {logdir} is a link to {os.readlink(logdir)}, which does not exist")
-    if logdir.exists() and not logdir.is_dir():
-        raise RunFolderError(f"run folder {logdir} is a file, not a folder; choose another --logpath")
+    check_run_path(logdir)
     if config.resume and config.overwrite:
         raise RunFolderError("--resume continues a run and --overwrite deletes it: give one of them")
     if config.resume:

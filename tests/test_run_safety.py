@@ -158,3 +158,14 @@ def test_a_diverging_run_stops_with_one_line_and_keeps_its_finished_epochs(tmp_p
     assert err.startswith("hsnet: error: training diverged at epoch") and ", step 1: the loss is nan" in err
     assert err.count("\n") == 1 and "--lr" in err
     assert load_checkpoint_file(run / "last.pt")["epoch"] == 0  # the finished first epoch is kept
+
+
+def test_a_logpath_that_is_a_dangling_link_or_a_file_is_named(tmp_path, capsys):
+    (tmp_path / "link").symlink_to(tmp_path / "nowhere")
+    assert main(["train", *CLI_TINY, "--logpath", str(tmp_path / "link")]) == 2
+    err = capsys.readouterr().err
+    assert f"is a link to {tmp_path / 'nowhere'}, which does not exist" in err and err.count("\n") == 1
+    (tmp_path / "file").write_text("the user's notes")
+    assert main(["train", *CLI_TINY, "--logpath", str(tmp_path / "file")]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    assert (tmp_path / "file").read_text() == "the user's notes" and not (tmp_path / "nowhere").exists()
