@@ -162,8 +162,9 @@ def segmentation_outputs(out: str | os.PathLike, inputs) -> tuple[Path, Path]:
     """The two files a segmentation writes, checked before anything runs: the overlay ``out`` and the
     mask ``<out stem>_mask.png`` beside it. Refuses a folder, a suffix matplotlib cannot write, and any
     output that is one of ``inputs`` (it would be overwritten)."""
+    folder = os.fspath(out).endswith(("/", os.sep))  # Path() drops the trailing separator
     out = Path(out).expanduser()
-    if out.is_dir() or str(out).endswith(("/", os.sep)):
+    if out.is_dir() or folder:
         raise UserImageError(f"--out {out} is a folder; give the overlay's file name, e.g. {out / 'pred.png'}")
     if out.suffix.lower() not in OUTPUT_SUFFIXES:
         raise UserImageError(

@@ -169,3 +169,23 @@ def test_a_logpath_that_is_a_dangling_link_or_a_file_is_named(tmp_path, capsys):
     assert main(["train", *CLI_TINY, "--logpath", str(tmp_path / "file")]) == 2
     assert "is a file, not a folder" in capsys.readouterr().err
     assert (tmp_path / "file").read_text() == "the user's notes" and not (tmp_path / "nowhere").exists()
+
+
+@pytest.mark.parametrize(
+    "out, message",
+    [("pred", "suffix, one of .png"), ("pred.tiff", "got .tiff"), ("outdir", "is a folder"), ("sub/", "is a folder")],
+)
+def test_segment_checks_its_output_name_before_writing_anything(tmp_path, out, message, capsys, monkeypatch):
+    from PIL import Image
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "outdir").mkdir()
+    Image.new("RGB", (40, 30), "white").save(tmp_path / "q.png")
+    Image.new("L", (40, 30), 255).save(tmp_path / "m.png")
+    torch.save({"model": HSNet("resnet50-w8").state_dict()}, tmp_path / "best.pt")
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    argv = ["segment", "--load", "best.pt", "--query", "q.png", "--support", "q.png", "--mask", "m.png", "--out", out]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before  # no mask, no figure, no folder
