@@ -80,6 +80,19 @@ def open_image(source: Source, what: str) -> Image.Image:
         ) from None
 
 
+WIDE_GREY = ("I", "I;16", "I;16B", "I;16L", "F")  # grey levels beyond 8 bits
+
+
+def as_rgb(img: Image.Image) -> Image.Image:
+    """An image as 8-bit RGB. 16-bit grey is scaled from its full range (65535 -> 255); 32-bit integer or
+    float grey by its own maximum when that is above 255 (Pillow's own conversion clips them at 255)."""
+    if img.mode not in WIDE_GREY:
+        return img.convert("RGB")
+    levels = np.asarray(img, dtype=np.float64)
+    top = 65535 if img.mode.startswith("I;16") else max(levels.max(), 255)
+    return Image.fromarray((levels * (255 / top)).clip(0, 255).round().astype(np.uint8)).convert("RGB")
+
+
 def mask_levels(img: Image.Image) -> np.ndarray:
     """A mask image's object evidence per pixel, (H, W) uint8 in 0..255 (255 = object):
 
@@ -91,7 +104,7 @@ def mask_levels(img: Image.Image) -> np.ndarray:
         alpha = np.asarray(img.convert("RGBA"))[..., 3]
         if alpha.min() != alpha.max():
             return alpha
-    if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+    if img.mode in WIDE_GREY:
         levels = np.asarray(img, dtype=np.float64)
         top = levels.max()
         return (levels * (255 / top) if top > 255 else levels).clip(0, 255).astype(np.uint8)
@@ -132,11 +145,11 @@ def load_user_episode(query: Source, supports: list[Source], masks: list[Source]
         raise UserImageError(
             f"give one mask per support image: got {len(supports)} support image(s) and {len(masks)} mask(s)"
         )
-    q = open_image(query, "query").convert("RGB")
+    q = as_rgb(open_image(query, "query"))
     tf = image_transform(img_size)
     imgs, bins, sizes = [], [], []
     for k, (src, msrc) in enumerate(zip(supports, masks), 1):
-        img = open_image(src, f"support {k}").convert("RGB")
+        img = as_rgb(open_image(src, f"support {k}"))
         mimg = open_image(msrc, f"mask {k}")
         if mimg.size != img.size:
             raise UserImageError(

@@ -133,6 +133,18 @@ def test_sixteen_bit_and_coloured_masks_are_read_not_clipped(files):
         assert torch.equal(ep.support_masks, expected_box(files))
 
 
+def test_sixteen_bit_grey_photos_keep_their_tones(files):
+    """A 16-bit grey query / support (scanners, microscopes) is scaled from 0..65535, not clipped at 255."""
+    ramp = np.linspace(0, 65535, 40 * 60).reshape(40, 60).astype(np.uint16)
+    Image.fromarray(ramp).save(files["dir"] / "deep.png")
+    eight = write(files["dir"] / "eight.png", (ramp // 257).astype(np.uint8))  # the same tones in 8 bits
+    a = load_user_episode(files["dir"] / "deep.png", [files["dir"] / "deep.png"], [files["mask"]], 64)
+    b = load_user_episode(eight, [eight], [files["mask"]], 64)
+    # the two roundings differ by at most one 8-bit level: 1/255 / ImageNet std 0.225 = 0.017; 0.05 < 3 levels
+    assert (a.query_img - b.query_img).abs().max() < 0.05
+    assert (a.support_imgs - b.support_imgs).abs().max() < 0.05
+
+
 def test_huge_images_are_refused_from_their_header(files):
     Image.new("L", (8000, 6000)).save(files["dir"] / "huge.png")  # 48 megapixels, a few KB on disk
     with pytest.raises(UserImageError, match="8000x6000 pixels, more than the 40 megapixels"):
