@@ -196,13 +196,17 @@ def upsample_logits(logits: torch.Tensor, size) -> torch.Tensor:
 
 
 def vote_kshot(votes: torch.Tensor) -> torch.Tensor:
-    """The official K-shot vote: (B, K, H, W) argmax masks -> (B, H, W) mask.
+    """The official K-shot vote: (B, K, H, W) argmax masks -> (B, H, W) mask (:func:`vote_of_totals`)."""
+    return vote_of_totals(votes.sum(dim=1)).long()
 
-    Sum the K masks, divide by max(largest vote in that image, 1), keep pixels >= 0.5.
-    """
-    total = votes.sum(dim=1).float()  # (B, H, W)
+
+def vote_of_totals(total: torch.Tensor) -> torch.Tensor:
+    """(B, H, W) number of shots voting object at each pixel -> (B, H, W) bool mask.
+
+    The official rule: divide by max(largest total in that image, 1), keep pixels >= 0.5; computed as
+    2 * total >= largest, which is the same test in integers (no float copy of the totals)."""
     top = total.flatten(1).max(dim=1).values.clamp(min=1).view(-1, 1, 1)  # (B, 1, 1)
-    return (total / top >= 0.5).long()
+    return 2 * total >= top
 
 
 def _referenced_weights(saved, config: ModelConfig, path) -> str | None:

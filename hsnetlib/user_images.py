@@ -25,7 +25,7 @@ from torchvision import transforms
 
 from .data.episodes import IMAGENET_MEAN, IMAGENET_STD, image_transform, resize_mask
 from .errors import HSNetError
-from .model import LEARNER
+from .model import LEARNER, vote_of_totals
 
 Source = str | os.PathLike | bytes  # a file path or the file's bytes
 
@@ -83,14 +83,20 @@ def open_image(source: Source, what: str) -> Image.Image:
 WIDE_GREY = ("I", "I;16", "I;16B", "I;16L", "F")  # grey levels beyond 8 bits
 
 
-def as_rgb(img: Image.Image) -> Image.Image:
-    """An image as 8-bit RGB. 16-bit grey is scaled from its full range (65535 -> 255); 32-bit integer or
-    float grey by its own maximum when that is above 255 (Pillow's own conversion clips them at 255)."""
-    if img.mode not in WIDE_GREY:
-        return img.convert("RGB")
+def wide_grey_levels(img: Image.Image, full_range: bool) -> np.ndarray:
+    """A grey image of more than 8 bits as (H, W) uint8 (Pillow's own conversion clips at 255):
+    ``full_range``: 16-bit levels scaled from 0..65535 (a photo's tones); otherwise, and for 32-bit
+    integer or float images, by the image's own maximum when that is above 255."""
     levels = np.asarray(img, dtype=np.float64)
-    top = 65535 if img.mode.startswith("I;16") else max(levels.max(), 255)
-    return Image.fromarray((levels * (255 / top)).clip(0, 255).round().astype(np.uint8)).convert("RGB")
+    top = 65535 if full_range and img.mode.startswith("I;16") else max(levels.max(), 255)
+    return (levels * (255 / top)).clip(0, 255).round().astype(np.uint8)
+
+
+def as_rgb(img: Image.Image) -> Image.Image:
+    """An image as 8-bit RGB, wide grey levels scaled (:func:`wide_grey_levels`), not clipped."""
+    if img.mode in WIDE_GREY:
+        return Image.fromarray(wide_grey_levels(img, full_range=True)).convert("RGB")
+    return img.convert("RGB")
 
 
 def mask_levels(img: Image.Image) -> np.ndarray:
@@ -105,9 +111,7 @@ def mask_levels(img: Image.Image) -> np.ndarray:
         if alpha.min() != alpha.max():
             return alpha
     if img.mode in WIDE_GREY:
-        levels = np.asarray(img, dtype=np.float64)
-        top = levels.max()
-        return (levels * (255 / top) if top > 255 else levels).clip(0, 255).astype(np.uint8)
+        return wide_grey_levels(img, full_range=False)  # any level of a label image counts, so its own maximum
     return np.asarray(img.convert("RGB"), dtype=np.uint8).max(axis=2)
 
 
@@ -234,17 +238,14 @@ def upsampled_vote(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     top = src.floor().long().clamp(max=h - 1)
     below = (top + 1).clamp(max=h - 1)
     t = (src - top).float().view(-1, 1)  # (H, 1) weight of the row below
-    votes = torch.empty((H, W), dtype=torch.uint8)  # shots voting object, per pixel
+    votes = torch.empty((H, W), dtype=torch.uint8 if K < 128 else torch.int16)  # shots voting object, per pixel
     band = max(1, BAND_VALUES // (2 * K * W))
     for y in range(0, H, band):
         rows = slice(y, y + band)
         blend = logits[:, :, top[rows]] * (1 - t[rows]) + logits[:, :, below[rows]] * t[rows]  # (K, 2, n, w)
         up = F.interpolate(blend, size=(blend.shape[-2], W), mode="bilinear", align_corners=True)  # (K, 2, n, W)
-        votes[rows] = (up[:, 1] > up[:, 0]).sum(dim=0, dtype=torch.uint8)
-    if K == 1:
-        return votes
-    most = max(int(votes.max()), 1)  # the vote: total / max(largest total, 1) >= 0.5, in integers
-    return (2 * votes.to(torch.int16) >= most).to(torch.uint8)
+        votes[rows] = (up[:, 1] > up[:, 0]).sum(dim=0, dtype=votes.dtype)
+    return votes if K == 1 else vote_of_totals(votes[None])[0].to(torch.uint8)
 
 
 DISPLAY_SIDE = 1024  # figures show the query with a longer side of at most this; the mask file keeps full size

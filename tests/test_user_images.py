@@ -153,7 +153,7 @@ def test_huge_images_are_refused_from_their_header(files):
 
 @pytest.mark.numerics
 @pytest.mark.parametrize("shot", [1, 3])
-def test_banded_upsampling_gives_the_mask_of_upsampling_at_once(shot):
+def test_banded_upsampling_gives_the_mask_of_upsampling_at_once(shot, monkeypatch):
     """segment()'s band-by-band mask equals model.predict(size=...) except where the two upsampled logits
     tie within float32 rounding (relative 1e-5 of their magnitude: both sides are sums of 4 products)."""
     from hsnetlib.model import vote_kshot
@@ -165,13 +165,8 @@ def test_banded_upsampling_gives_the_mask_of_upsampling_at_once(shot):
     full = torch.nn.functional.interpolate(logits, size, mode="bilinear", align_corners=True)  # (K, 2, H, W)
     votes = (full[:, 1] > full[:, 0]).long()[None]  # (1, K, H, W)
     expected = votes[0, 0] if shot == 1 else vote_kshot(votes)[0]
-    import hsnetlib.user_images as ui
-
-    old, ui.BAND_VALUES = ui.BAND_VALUES, 2 * shot * 47 * 5  # bands of 5 rows
-    try:
-        got = upsampled_vote(logits, size)
-    finally:
-        ui.BAND_VALUES = old
+    monkeypatch.setattr("hsnetlib.user_images.BAND_VALUES", 2 * shot * 47 * 5)  # bands of 5 rows
+    got = upsampled_vote(logits, size)
     assert got.shape == size and got.dtype == torch.uint8
     near_tie = ((full[:, 1] - full[:, 0]).abs() <= 1e-5 * full.abs().amax(dim=1)).any(dim=0)
     assert torch.equal(got.bool()[~near_tie], expected.bool()[~near_tie])
