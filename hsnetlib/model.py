@@ -291,7 +291,8 @@ class HSNet(nn.Module):
         return hypercorrelation(query_feats, support_feats, self.pyramid_sizes)
 
     def forward(self, query_img, support_img, support_mask, size=None) -> torch.Tensor:
-        """One support: (B,3,H,W), (B,3,H,W), (B,H,W) -> logits (B, 2, H, W) (or ``size``). The call of every
+        """One support: (B,3,H,W), (B,3,H,W), (B,H,W) -> logits (B, 2, H, W) (or ``size``: a pair (h, w), or
+        :data:`LEARNER` for the learner's own resolution, see :func:`output_size`). The call of every
         training loop; differentiable in the learner's parameters."""
         check_episode(query_img, support_img.unsqueeze(1), support_mask.unsqueeze(1), self.dtype)
         query_feats, support_feats = self.features(query_img), self.features(support_img)  # Sec. 3.1
