@@ -14,8 +14,8 @@ pytestmark = pytest.mark.numerics  # float comparisons: also run under other ker
 
 
 def qm(x):
-    """(B, C, Ha, Wa, Hb, Wb) -> query-major (B, Ha, Wa, C, Hb, Wb)."""
-    return x.permute(0, 2, 3, 1, 4, 5).contiguous()
+    """(B, C, Ha, Wa, Hb, Wb) -> query-major, channels-last (B, Ha, Wa, Hb, Wb, C)."""
+    return x.permute(0, 2, 3, 4, 5, 1).contiguous()
 
 
 def grads(out, inputs, grad_out):
@@ -50,7 +50,7 @@ def test_group_norm_relu_gradients_equal_autograd(offset, affine, shape):
 
 
 def test_group_norm_relu_passes_gradcheck_and_survives_a_dead_relu():
-    x = torch.randn(2, 3, 2, 8, 2, 3, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(2, 3, 2, 2, 3, 8, dtype=torch.float64, requires_grad=True)
     w = torch.randn(8, dtype=torch.float64, requires_grad=True)
     b = torch.randn(8, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda *t: GroupNormReLU.apply(*t, 4, 1e-5), (x, w, b))
@@ -97,7 +97,7 @@ def test_center_pivot_qm_gradients_equal_the_reference_layer(cin, cout, k, s, qu
 
 def test_center_pivot_qm_passes_gradcheck():
     layer = _layer(2, 3, 3, 2)
-    x = torch.randn(1, 3, 2, 2, 5, 4, dtype=torch.float64, requires_grad=True)  # query-major
+    x = torch.randn(1, 3, 2, 5, 4, 2, dtype=torch.float64, requires_grad=True)  # query-major, channels-last
     assert torch.autograd.gradcheck(lambda t, *_: center_pivot_qm(layer, t), (x, *layer.parameters()))
 
 
@@ -116,7 +116,7 @@ def test_center_pivot_window_gradients_equal_the_dense_reference(k, s, window, b
     ref_out = layer(x)
     g = torch.randn_like(ref_out)
     ref = grads(ref_out, params, g)
-    win = SupportWindow(qm(x)[..., top:bottom, left:right], top, left, (13, 11))
+    win = SupportWindow(qm(x)[:, :, :, top:bottom, left:right], top, left, (13, 11))
     fast = grads(center_pivot_window(layer, win), params, qm(g))
     for f, r in zip(fast, ref):
         assert f is not None  # a branch that sees only zeros gets a zero gradient, not None

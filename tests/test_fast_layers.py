@@ -21,13 +21,13 @@ pytestmark = pytest.mark.numerics  # float comparisons: also run under other ker
 
 
 def qm(x):
-    """(B, C, Ha, Wa, Hb, Wb) -> query-major (B, Ha, Wa, C, Hb, Wb)."""
-    return x.permute(0, 2, 3, 1, 4, 5).contiguous()
+    """(B, C, Ha, Wa, Hb, Wb) -> query-major, channels-last (B, Ha, Wa, Hb, Wb, C)."""
+    return x.permute(0, 2, 3, 4, 5, 1).contiguous()
 
 
 def cm(x):
-    """query-major -> channel-major."""
-    return x.permute(0, 3, 1, 2, 4, 5)
+    """query-major, channels-last -> channel-major."""
+    return x.permute(0, 5, 1, 2, 3, 4)
 
 
 def magnitude(layer: CenterPivotConv4d, x: torch.Tensor) -> torch.Tensor:
@@ -63,7 +63,7 @@ def test_center_pivot_qm_equals_reference(cin, cout, k, s, query, support, batch
     x = torch.randn(batch, cin, *query, *support)
     ref = layer(x)
     fast = center_pivot_qm(layer, qm(x))
-    assert fast.shape == (batch, *query, cout, *ref.shape[-2:])
+    assert fast.shape == (batch, *query, *ref.shape[-2:], cout)
     assert_terms_close(cm(fast), ref, magnitude(layer, x), cp_terms(layer), "center-pivot")
 
 
@@ -80,7 +80,7 @@ def test_center_pivot_window_equals_dense(k, s, window, bias):
         nn.init.normal_(layer.conv2.bias)
     x = torch.zeros(2, 3, 5, 4, 13, 11)
     x[..., top:bottom, left:right] = torch.randn(2, 3, 5, 4, bottom - top, right - left)
-    win = SupportWindow(qm(x)[..., top:bottom, left:right], top, left, (13, 11))
+    win = SupportWindow(qm(x)[:, :, :, top:bottom, left:right], top, left, (13, 11))
     assert torch.equal(cm(win.dense()), x)
     fast = cm(center_pivot_window(layer, win))
     assert_terms_close(fast, layer(x), magnitude(layer, x), cp_terms(layer), "windowed center-pivot")
@@ -90,8 +90,8 @@ def test_center_pivot_qm_without_bias_and_bad_channels():
     layer = CenterPivotConv4d(3, 4, 3, 1, 1, bias=False)
     x = torch.randn(1, 3, 4, 4, 2, 2)
     assert_terms_close(cm(center_pivot_qm(layer, qm(x))), layer(x), magnitude(layer, x), cp_terms(layer))
-    with pytest.raises(ValueError, match=r"expects \(B, Ha, Wa, 3, Hb, Wb\)"):
-        center_pivot_qm(layer, torch.randn(1, 4, 4, 5, 2, 2))
+    with pytest.raises(ValueError, match=r"expects \(B, Ha, Wa, Hb, Wb, 3\)"):
+        center_pivot_qm(layer, torch.randn(1, 4, 4, 2, 2, 5))
 
 
 def group_norm_bound(norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
@@ -168,7 +168,7 @@ def test_hypercorrelation_qm_equals_reference(case, windowed):
     fast = hypercorrelation_qm(units, fs, mask, pyramid, torch.float32, windowed=windowed)
     for r, win in zip(ref, fast):
         f = win.dense()
-        assert f.shape == (r.shape[0], *r.shape[2:4], r.shape[1], *r.shape[4:])
+        assert f.shape == (r.shape[0], *r.shape[2:], r.shape[1])
         assert_correlations_close(cm(f), r, max(channels))
     if case == "full":
         assert all(w.is_full for w in fast)

@@ -1,13 +1,17 @@
-"""Center-pivot 4D convolution (Sec. 3.2, Eq. 5) on the fast path's query-major layout, with its own backward.
+"""Center-pivot 4D convolution (Sec. 3.2, Eq. 5) on the fast path's query-major, channels-last layout,
+with its own backward.
 
 Same function as :class:`hsnetlib.conv4d.CenterPivotConv4d` on the channel-major tensor, for
-tensors kept ``(B, Ha, Wa, C, Hb, Wb)`` (tests: ``tests/test_fast_layers.py``, ``tests/test_fast_backward.py``):
+tensors kept ``(B, Ha, Wa, Hb, Wb, C)`` (tests: ``tests/test_fast_layers.py``, ``tests/test_fast_backward.py``):
 
-- conv2 (support dims) reads ``(B*Ha*Wa, C, Hb, Wb)`` as a free view and writes its output in
-  the same layout; on a support grid smaller than the kernel (2x2 grid, 3x3 kernel) it is one
-  matrix product with the convolution's dense matrix, which skips the padding taps.
-- conv1 (query dims) copies only the kept support positions (1/s^2 of the input); its output is
-  added in place into conv2's.
+- conv2 (support dims) reads ``(B*Ha*Wa, C, Hb, Wb)`` as a free channels-last view and writes its
+  output in the same layout; on a support grid smaller than the kernel (2x2 grid, 3x3 kernel) it
+  is one matrix product with the convolution's dense matrix, which skips the padding taps.
+- conv1 (query dims) copies only the kept support positions (1/s^2 of the input), channels-last
+  too; its output is added in place into conv2's.
+- Channels innermost is what oneDNN's convolutions want on these shapes (a few channels over many
+  small grids): the first squeeze layer's weight gradient runs about ten times faster than on
+  channel-major ``(N, C, Hb, Wb)``, the second layer's forward about four times (benchmarks/RESULTS.md).
 - The first layer of a squeeze block may get a :class:`~hsnetlib.fast.correlation.SupportWindow`: the
   hypercorrelation is zero outside the mask's window, so both branches there give their biases
   and only the outputs that see the window are convolved (:func:`center_pivot_window`).
@@ -32,7 +36,7 @@ from .ops import conv_backward as _weight_and_input_grads
 
 
 def _bias_grad(grad_out: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """A bias added at every output position of (B, Ha, Wa, O, Hk, Wk): the sum of the gradient per channel."""
+    """A bias added at every output position of (B, Ha, Wa, Hk, Wk, O): the sum of the gradient per channel."""
     return channel_sums(grad_out, torch.promote_types(grad_out.dtype, torch.float32)).sum(dim=0).to(dtype)
 
 
@@ -42,12 +46,33 @@ def _affected_outputs(lo: int, hi: int, n_out: int, k: int, s: int, p: int) -> t
     return max(0, -(-(lo + p - k + 1) // s)), min(n_out, (hi - 1 + p) // s + 1)
 
 
+def _as_images(x: torch.Tensor) -> torch.Tensor:
+    """A contiguous (P, Q, R, H, W, C) tensor as (P*Q*R, C, H, W) images, a free channels-last view."""
+    P, Q, R, H, W, C = x.shape
+    return x.view(P * Q * R, H, W, C).permute(0, 3, 1, 2)
+
+
+def _as_6d(images: torch.Tensor, lead: tuple[int, int, int]) -> torch.Tensor:
+    """(N, C, H, W) images -> (*lead, H, W, C); free for channels-last images (what oneDNN returns for
+    channels-last inputs), a copy otherwise."""
+    N, C, H, W = images.shape
+    return images.permute(0, 2, 3, 1).contiguous().view(*lead, H, W, C)
+
+
+def _support_major(x: torch.Tensor) -> torch.Tensor:
+    """(B, Ha, Wa, Hk, Wk, C) -> (B, Hk, Wk, Ha, Wa, C) contiguous: conv1's images, one per kept support position."""
+    return x.permute(0, 3, 4, 1, 2, 5).contiguous()
+
+
+def _query_major(x: torch.Tensor) -> torch.Tensor:
+    """(B, Hk, Wk, Ha, Wa, C) -> (B, Ha, Wa, Hk, Wk, C), a view."""
+    return x.permute(0, 3, 4, 1, 2, 5)
+
+
 def _pad_channels_last(x: torch.Tensor, pad: tuple[int, int, int, int]) -> torch.Tensor:
     """``F.pad(x, pad)`` (negative = crop) written into a channels-last buffer: (N, C, h, w) -> (N, C, h', w').
 
-    The first squeeze layers convolve a few input channels over many small grids; in that shape
-    the convolution (and the gradient of its weight) runs about twice as fast channels-last, and
-    padding straight into such a buffer costs no extra copy.
+    Padding straight into a new buffer costs no extra copy; only the padding strips are zeroed.
     """
     left, right, top, bottom = pad
     N, C, h, w = x.shape
@@ -62,9 +87,9 @@ def _pad_channels_last(x: torch.Tensor, pad: tuple[int, int, int, int]) -> torch
 
 
 def _dense_support_matrix(conv: nn.Conv2d, Hb: int, Wb: int, Hk: int, Wk: int) -> torch.Tensor:
-    """The support-dim convolution as a matrix (C*Hb*Wb, O*Hk*Wk), gathered from its weight (no FLOPs).
+    """The support-dim convolution as a matrix (Hb*Wb*C, Hk*Wk*O), gathered from its weight (no FLOPs).
 
-    Entry ((c, i, j), (o, i', j')) is weight[o, c, i - s*i' + p, j - s*j' + p] when that tap lies
+    Entry ((i, j, c), (i', j', o)) is weight[o, c, i - s*i' + p, j - s*j' + p] when that tap lies
     inside the kernel, else 0 (the tap would read padding).
     """
     (sh, sw), (ph, pw) = conv.stride, conv.padding
@@ -76,27 +101,27 @@ def _dense_support_matrix(conv: nn.Conv2d, Hb: int, Wb: int, Hk: int, Wk: int) -
     kx = torch.where((kx >= 0) & (kx < kw), kx, kw)
     padded = F.pad(conv.weight, (0, 1, 0, 1))  # (O, C, kh+1, kw+1), last row / column zero
     dense = padded[:, :, ky.view(Hk, 1, Hb, 1), kx.view(1, Wk, 1, Wb)]  # (O, C, Hk, Wk, Hb, Wb)
-    return dense.permute(1, 4, 5, 0, 2, 3).reshape(conv.in_channels * Hb * Wb, -1)  # (C*Hb*Wb, O*Hk*Wk)
+    return dense.permute(4, 5, 1, 2, 3, 0).reshape(Hb * Wb * conv.in_channels, -1)  # (Hb*Wb*C, Hk*Wk*O)
 
 
-# ---- every support position: (B, Ha, Wa, C, Hb, Wb) -> (B, Ha, Wa, O, Hk, Wk) ----
+# ---- every support position: (B, Ha, Wa, Hb, Wb, C) -> (B, Ha, Wa, Hk, Wk, O) ----
 
 
 def _qm_forward(x, w1, b1, w2, b2, stride, padding, padding1, out_hw):
     """Both branches of Eq. (5); ``w2`` is conv2's weight (O, C, kh, kw) or its dense matrix
-    (C*Hb*Wb, O*Hk*Wk), ``b2`` its bias (O) or (O*Hk*Wk). -> y (B, Ha, Wa, O, Hk, Wk) and conv1's
-    input (B*Hk*Wk, C, Ha, Wa)."""
-    B, Ha, Wa, C, Hb, Wb = x.shape
+    (Hb*Wb*C, Hk*Wk*O), ``b2`` its bias (O) or (Hk*Wk*O). -> y (B, Ha, Wa, Hk, Wk, O) and conv1's
+    input (B*Hk*Wk, C, Ha, Wa), channels-last."""
+    B, Ha, Wa, Hb, Wb, C = x.shape
     (Hk, Wk), (sh, sw), O = out_hw, stride, w1.shape[0]
     if w2.dim() == 2:  # dense form on a tiny support grid
-        flat = x.view(B * Ha * Wa, C * Hb * Wb)  # (B*Ha*Wa, C*Hb*Wb)
-        y = flat @ w2 if b2 is None else torch.addmm(b2, flat, w2)  # (B*Ha*Wa, O*Hk*Wk); autocast applies
+        flat = x.view(B * Ha * Wa, Hb * Wb * C)  # (B*Ha*Wa, Hb*Wb*C)
+        y = flat @ w2 if b2 is None else torch.addmm(b2, flat, w2)  # (B*Ha*Wa, Hk*Wk*O); autocast applies
+        y = y.view(B, Ha, Wa, Hk, Wk, O)
     else:
-        y = F.conv2d(x.view(B * Ha * Wa, C, Hb, Wb), w2, b2, stride, padding)  # (B*Ha*Wa, O, Hk, Wk)
-    y = y.view(B, Ha, Wa, O, Hk, Wk)  # (B, Ha, Wa, O, Hk, Wk)
-    z_in = x[..., ::sh, ::sw].permute(0, 4, 5, 3, 1, 2).reshape(B * Hk * Wk, C, Ha, Wa)  # (B*Hk*Wk, C, Ha, Wa)
-    z = F.conv2d(z_in, w1, b1, 1, padding1)  # (B*Hk*Wk, O, Ha, Wa)
-    y.add_(z.view(B, Hk, Wk, O, Ha, Wa).permute(0, 4, 5, 3, 1, 2).to(y.dtype))  # (B, Ha, Wa, O, Hk, Wk)
+        y = _as_6d(F.conv2d(_as_images(x), w2, b2, stride, padding), (B, Ha, Wa))  # (B, Ha, Wa, Hk, Wk, O)
+    z_in = _as_images(_support_major(x[:, :, :, ::sh, ::sw]))  # (B*Hk*Wk, C, Ha, Wa)
+    z = _as_6d(F.conv2d(z_in, w1, b1, 1, padding1), (B, Hk, Wk))  # (B, Hk, Wk, Ha, Wa, O)
+    y.add_(_query_major(z).to(y.dtype))  # (B, Ha, Wa, Hk, Wk, O)
     return y, z_in
 
 
@@ -115,40 +140,39 @@ class CenterPivotQM(torch.autograd.Function):
     def backward(ctx, g):
         x, z_in, w1, w2 = ctx.saved_tensors
         (sh, sw), padding, padding1 = ctx.geometry
-        B, Ha, Wa, C, Hb, Wb = x.shape
-        _, _, _, O, Hk, Wk = g.shape
+        B, Ha, Wa, Hb, Wb, C = x.shape
+        _, _, _, Hk, Wk, O = g.shape
         need_x = ctx.needs_input_grad[0]
-        g = g.contiguous()  # (B, Ha, Wa, O, Hk, Wk)
+        g = g.contiguous()  # (B, Ha, Wa, Hk, Wk, O)
         grad_x = grad_b2 = None
         if w2.dim() == 2:  # dense form: y = flat @ w2 (+ b2)
-            g2 = g.view(B * Ha * Wa, O * Hk * Wk)  # (B*Ha*Wa, O*Hk*Wk)
+            g2 = g.view(B * Ha * Wa, Hk * Wk * O)  # (B*Ha*Wa, Hk*Wk*O)
             if need_x:
-                grad_x = (g2 @ w2.to(g.dtype).t()).view(B, Ha, Wa, C, Hb, Wb)
-            grad_w2 = (x.to(g.dtype).view(B * Ha * Wa, -1).t() @ g2).to(w2.dtype)  # (C*Hb*Wb, O*Hk*Wk)
+                grad_x = (g2 @ w2.to(g.dtype).t()).view(B, Ha, Wa, Hb, Wb, C)
+            grad_w2 = (x.to(g.dtype).view(B * Ha * Wa, -1).t() @ g2).to(w2.dtype)  # (Hb*Wb*C, Hk*Wk*O)
         else:
-            x2 = x.view(B * Ha * Wa, C, Hb, Wb)
-            gx, grad_w2 = _weight_and_input_grads(g.view(B * Ha * Wa, O, Hk, Wk), x2, w2, (sh, sw), padding, need_x)
-            grad_x = gx.view(B, Ha, Wa, C, Hb, Wb) if need_x else None
-        gz = g.permute(0, 4, 5, 3, 1, 2).reshape(B * Hk * Wk, O, Ha, Wa)  # (B*Hk*Wk, O, Ha, Wa)
+            gx, grad_w2 = _weight_and_input_grads(_as_images(g), _as_images(x), w2, (sh, sw), padding, need_x)
+            grad_x = _as_6d(gx, (B, Ha, Wa)) if need_x else None  # (B, Ha, Wa, Hb, Wb, C)
+        gz = _as_images(_support_major(g))  # (B*Hk*Wk, O, Ha, Wa)
         gk, grad_w1 = _weight_and_input_grads(gz, z_in, w1, (1, 1), padding1, need_x)
         if need_x:
-            grad_x[..., ::sh, ::sw] += gk.view(B, Hk, Wk, C, Ha, Wa).permute(0, 4, 5, 3, 1, 2)
+            grad_x[:, :, :, ::sh, ::sw] += _query_major(_as_6d(gk, (B, Hk, Wk)))
             grad_x = grad_x.to(x.dtype)
         # each bias is added at every output position: Σ of the gradient over items and query positions
-        sums = g.view(B * Ha * Wa, O, Hk * Wk).sum(dim=0, dtype=torch.promote_types(g.dtype, torch.float32))
-        grad_b1 = sums.sum(dim=1).to(w1.dtype) if ctx.has_bias[0] else None  # (O)
-        if ctx.has_bias[1]:  # (O*Hk*Wk) for the dense form's bias, (O) for conv2's
-            grad_b2 = (sums.flatten() if w2.dim() == 2 else sums.sum(dim=1)).to(w2.dtype)
+        sums = g.view(B * Ha * Wa, Hk * Wk, O).sum(dim=0, dtype=torch.promote_types(g.dtype, torch.float32))
+        grad_b1 = sums.sum(dim=0).to(w1.dtype) if ctx.has_bias[0] else None  # (O)
+        if ctx.has_bias[1]:  # (Hk*Wk*O) for the dense form's bias, (O) for conv2's
+            grad_b2 = (sums.flatten() if w2.dim() == 2 else sums.sum(dim=0)).to(w2.dtype)
         return grad_x, grad_w1, grad_b1, grad_w2, grad_b2, None, None, None, None
 
 
 def center_pivot_qm(layer: CenterPivotConv4d, x: torch.Tensor, own_backward: bool = True) -> torch.Tensor:
-    """Eq. (5) on a query-major tensor: (B, Ha, Wa, C, Hb, Wb) -> (B, Ha, Wa, O, Hb', Wb').
+    """Eq. (5) on a query-major tensor: (B, Ha, Wa, Hb, Wb, C) -> (B, Ha, Wa, Hb', Wb', O).
 
     ``own_backward=False``: autograd through the same forward instead of :class:`CenterPivotQM`."""
-    B, Ha, Wa, C, Hb, Wb = x.shape
+    B, Ha, Wa, Hb, Wb, C = x.shape
     if C != layer.in_channels:
-        raise ValueError(f"center_pivot_qm expects (B, Ha, Wa, {layer.in_channels}, Hb, Wb), got {tuple(x.shape)}")
+        raise ValueError(f"center_pivot_qm expects (B, Ha, Wa, Hb, Wb, {layer.in_channels}), got {tuple(x.shape)}")
     (kh, kw), (sh, sw), (ph, pw) = layer.kernel_size[2:], layer.stride[2:], layer.padding[2:]
     Hk, Wk = (Hb + 2 * ph - kh) // sh + 1, (Wb + 2 * pw - kw) // sw + 1
     if (Hk, Wk) != (len(range(0, Hb, sh)), len(range(0, Wb, sw))):
@@ -158,8 +182,8 @@ def center_pivot_qm(layer: CenterPivotConv4d, x: torch.Tensor, own_backward: boo
         )
     w1, b1, w2, b2 = layer.conv1.weight, layer.conv1.bias, layer.conv2.weight, layer.conv2.bias
     if Hb * Wb < kh * kw:  # tiny support grid: the dense matrix, no padding taps
-        w2 = _dense_support_matrix(layer.conv2, Hb, Wb, Hk, Wk)  # (C*Hb*Wb, O*Hk*Wk)
-        b2 = b2.repeat_interleave(Hk * Wk) if b2 is not None else None  # (O*Hk*Wk)
+        w2 = _dense_support_matrix(layer.conv2, Hb, Wb, Hk, Wk)  # (Hb*Wb*C, Hk*Wk*O)
+        b2 = b2.repeat(Hk * Wk) if b2 is not None else None  # (Hk*Wk*O), O innermost
     args = (x.contiguous(), w1, b1, w2, b2, (sh, sw), (ph, pw), layer.conv1.padding, (Hk, Wk))
     if own_backward and needs_grad(args[:5]):
         return CenterPivotQM.apply(*args)
@@ -171,11 +195,11 @@ def center_pivot_qm(layer: CenterPivotConv4d, x: torch.Tensor, own_backward: boo
 
 def _window_forward(x, full, top, left, w1, b1, w2, b2, stride, padding, padding1):
     """Eq. (5) on a hypercorrelation that is zero outside rows top..top+h-1, columns left..left+w-1
-    of the (Hb, Wb) support grid, given as its window x (B, Ha, Wa, C, h, w).
+    of the (Hb, Wb) support grid, given as its window x (B, Ha, Wa, h, w, C).
 
-    -> out (B, Ha, Wa, O, Hk, Wk) and, for the backward, conv2's input and output region (or None)
+    -> out (B, Ha, Wa, Hk, Wk, O) and, for the backward, conv2's input and output region (or None)
     and conv1's input and kept-position region (or None)."""
-    B, Ha, Wa, C, h, w = x.shape
+    B, Ha, Wa, h, w, C = x.shape
     (Hb, Wb), (sh, sw), (ph, pw) = full, stride, padding
     kh, kw = w2.shape[-2:]
     Hk, Wk = (Hb + 2 * ph - kh) // sh + 1, (Wb + 2 * pw - kw) // sw + 1
@@ -192,29 +216,27 @@ def _window_forward(x, full, top, left, w1, b1, w2, b2, stride, padding, padding
         need_top, need_bottom = r0 * sh - ph, (r1 - 1) * sh - ph + kh
         need_left, need_right = c0 * sw - pw, (c1 - 1) * sw - pw + kw
         pad = (left - need_left, need_right - left - w, top - need_top, need_bottom - top - h)
-        x2 = _pad_channels_last(x.view(B * Ha * Wa, C, h, w), pad)  # (B*Ha*Wa, C, rows, cols), channels-last
-        y2 = F.conv2d(x2, w2, bias, (sh, sw)).contiguous()  # (B*Ha*Wa, O, r1-r0, c1-c0), both biases added
-        y2 = y2.view(B, Ha, Wa, O, r1 - r0, c1 - c0)  # (B, Ha, Wa, O, rows, cols)
+        x2 = _pad_channels_last(_as_images(x), pad)  # (B*Ha*Wa, C, rows, cols), channels-last
+        y2 = _as_6d(F.conv2d(x2, w2, bias, (sh, sw)), (B, Ha, Wa))  # (B, Ha, Wa, rows, cols, O), both biases
         region2 = (r0, r1, c0, c1)
     if region2 == (0, Hk, 0, Wk):
         out = y2  # the window reaches every output
     else:
         dtype = y2.dtype if region2 is not None else x.dtype  # the convolution's, under autocast
-        out = bias.to(dtype).view(1, 1, 1, O, 1, 1).expand(B, Ha, Wa, O, Hk, Wk).clone()  # (B, Ha, Wa, O, Hk, Wk)
+        out = bias.to(dtype).view(1, 1, 1, 1, 1, O).expand(B, Ha, Wa, Hk, Wk, O).clone()  # (B, Ha, Wa, Hk, Wk, O)
         if region2 is not None:
-            out[..., r0:r1, c0:c1] = y2
+            out[:, :, :, r0:r1, c0:c1] = y2
 
     # conv1 over the query dims, at the kept support positions (multiples of the stride) inside the window
     k0, k1 = -(-top // sh), (top + h - 1) // sh + 1
     j0, j1 = -(-left // sw), (left + w - 1) // sw + 1
     z_in = region1 = None
     if k0 < k1 and j0 < j1:
-        kept = x[..., k0 * sh - top :: sh, j0 * sw - left :: sw][..., : k1 - k0, : j1 - j0]  # (B, Ha, Wa, C, nk, nj)
-        nk, nj = kept.shape[-2:]
-        z_in = kept.permute(0, 4, 5, 3, 1, 2).reshape(B * nk * nj, C, Ha, Wa)  # (B*nk*nj, C, Ha, Wa)
-        z = F.conv2d(z_in, w1, None, 1, padding1)  # bias already in `out`
-        z = z.view(B, nk, nj, O, Ha, Wa).permute(0, 4, 5, 3, 1, 2)  # (B, Ha, Wa, O, nk, nj), a view
-        out[..., k0:k1, j0:j1] += z.to(out.dtype)
+        kept = x[:, :, :, k0 * sh - top :: sh, j0 * sw - left :: sw][:, :, :, : k1 - k0, : j1 - j0]
+        nk, nj = kept.shape[3:5]  # kept: (B, Ha, Wa, nk, nj, C)
+        z_in = _as_images(_support_major(kept))  # (B*nk*nj, C, Ha, Wa), channels-last
+        z = _as_6d(F.conv2d(z_in, w1, None, 1, padding1), (B, nk, nj))  # bias already in `out`
+        out[:, :, :, k0:k1, j0:j1] += _query_major(z).to(out.dtype)  # (B, Ha, Wa, nk, nj, O)
         region1 = (k0, k1, j0, j1)
     return out, x2, region2, z_in, region1
 
@@ -235,15 +257,14 @@ class CenterPivotWindow(torch.autograd.Function):
     def backward(ctx, g):
         x2, z_in, w1, w2 = ctx.saved_tensors
         (region2, region1), (stride, padding1) = ctx.regions, ctx.geometry
-        B, Ha, Wa, O = g.shape[:4]
         grad_w1, grad_w2 = torch.zeros_like(w1), torch.zeros_like(w2)  # a branch that sees only zeros: 0, not None
         if region2 is not None:
             r0, r1, c0, c1 = region2
-            g2 = g[..., r0:r1, c0:c1].reshape(B * Ha * Wa, O, r1 - r0, c1 - c0)  # (B*Ha*Wa, O, rows, cols)
+            g2 = _as_images(g[:, :, :, r0:r1, c0:c1].contiguous())  # (B*Ha*Wa, O, rows, cols), channels-last
             grad_w2 = _weight_and_input_grads(g2, x2, w2, stride, (0, 0), False)[1]
         if region1 is not None:
             k0, k1, j0, j1 = region1
-            gz = g[..., k0:k1, j0:j1].permute(0, 4, 5, 3, 1, 2).reshape(-1, O, Ha, Wa)  # (B*nk*nj, O, Ha, Wa)
+            gz = _as_images(_support_major(g[:, :, :, k0:k1, j0:j1]))  # (B*nk*nj, O, Ha, Wa), channels-last
             grad_w1 = _weight_and_input_grads(gz, z_in, w1, (1, 1), padding1, False)[1]
         grad_b = _bias_grad(g, w1.dtype)
         grad_b1 = grad_b if ctx.has_bias[0] else None
@@ -253,7 +274,7 @@ class CenterPivotWindow(torch.autograd.Function):
 
 def center_pivot_window(layer: CenterPivotConv4d, win, own_backward: bool = True) -> torch.Tensor:
     """Eq. (5) on a windowed hypercorrelation (:class:`~hsnetlib.fast.correlation.SupportWindow`, zeros
-    outside the window): -> (B, Ha, Wa, O, Hk, Wk).
+    outside the window): -> (B, Ha, Wa, Hk, Wk, O).
 
     Outside the window both branches convolve zeros, so the output there is the sum of the two
     biases; conv2 runs only on the outputs whose receptive field meets the window, conv1 only at

@@ -1,9 +1,9 @@
-"""Eq. (1)-(2) in the fast path's query-major layout: the same hypercorrelation as
-:func:`hsnetlib.correlation.hypercorrelation`, stored ``(B, Ha, Wa, |L_p|, Hb, Wb)`` and only where it can
+"""Eq. (1)-(2) in the fast path's query-major, channels-last layout: the same hypercorrelation as
+:func:`hsnetlib.correlation.hypercorrelation`, stored ``(B, Ha, Wa, Hb, Wb, |L_p|)`` and only where it can
 be nonzero (tests: ``tests/test_fast_layers.py``).
 
-- Each layer's correlation is written straight into its channel slot of the query-major layout (a
-  matrix product into a strided view): no stacking copy of the largest tensor. Small levels (the toy
+- The layers' correlations (one matrix product each) are interleaved into the channels-last layout
+  by one stacking pass over the output (the layout the 4D convolutions run fastest on). Small levels (the toy
   recipes' 98 px: at most 13^4 = 28,561 entries per item and layer) take one batched product for all
   items, the mask applied to the features; large ones (400 px: 50^4) go item by item, so that the
   positions outside each item's mask can be skipped (:data:`SKIP_MIN_ENTRIES` sits between the two).
@@ -38,7 +38,7 @@ def unit_query_features(query_feats: Sequence[torch.Tensor], dtype: torch.dtype,
 class SupportWindow:
     """A hypercorrelation restricted to the support rows/columns that can be nonzero.
 
-    ``corr`` (B, Ha, Wa, L, h, w) holds the correlations at support rows top..top+h-1 and columns
+    ``corr`` (B, Ha, Wa, h, w, L) holds the correlations at support rows top..top+h-1 and columns
     left..left+w-1 of the full (Hb, Wb) grid; every other support position is masked out by
     Eq. (1), so its correlation is exactly 0 and never stored.
     """
@@ -49,15 +49,15 @@ class SupportWindow:
     full: tuple[int, int]
 
     def dense(self) -> torch.Tensor:
-        """The full hypercorrelation (B, Ha, Wa, L, Hb, Wb), zeros outside the window."""
-        h, w = self.corr.shape[-2:]
+        """The full hypercorrelation (B, Ha, Wa, Hb, Wb, L), zeros outside the window."""
+        h, w = self.corr.shape[3:5]
         Hb, Wb = self.full
-        pad = (self.left, Wb - self.left - w, self.top, Hb - self.top - h)
+        pad = (0, 0, self.left, Wb - self.left - w, self.top, Hb - self.top - h)
         return F.pad(self.corr, pad)
 
     @property
     def is_full(self) -> bool:
-        return tuple(self.corr.shape[-2:]) == tuple(self.full)
+        return tuple(self.corr.shape[3:5]) == tuple(self.full)
 
 
 def _mask_window(mask: torch.Tensor) -> tuple[int, int, int, int]:
@@ -79,7 +79,7 @@ def hypercorrelation_qm(
     windowed: bool = True,
 ) -> list[SupportWindow]:
     """Eq. (1)-(2): -> [C_3, C_2, C_1] (paper numbering, deepest first) as :class:`SupportWindow` s, each
-    ``corr`` (B, Ha, Wa, |L_p|, h, w) over the support window that holds the (resized) mask.
+    ``corr`` (B, Ha, Wa, h, w, |L_p|) over the support window that holds the (resized) mask.
 
     query_units: :func:`unit_query_features` of the query features, shallow to deep, each (B, C_l, Ha, Wa).
     support_feats: the support features (unmasked), shallow to deep, each (B, C_l, Hb, Wb).
@@ -94,44 +94,47 @@ def hypercorrelation_qm(
         h, w = bottom - top, right - left
         if mask is not None:
             mask = mask[:, top:bottom, left:right].flatten(1)  # (B, h*w)
-        out = torch.empty(B, Ha * Wa, len(qs), h * w, dtype=dtype, device=qs[0].device)  # (B, Ha*Wa, L, h*w)
+        out = torch.empty(B, Ha * Wa, h * w, len(qs), dtype=dtype, device=qs[0].device)  # (B, Ha*Wa, h*w, L)
         window = (slice(None), slice(None), slice(top, bottom), slice(left, right))
         if windowed and mask is not None and Ha * Wa * h * w >= SKIP_MIN_ENTRIES:
             _correlate_kept(out, qs, [s[window] for s in ss], mask, eps)
         else:
             _correlate_all(out, qs, [s[window] for s in ss], mask, eps)
-        pyramid.append(SupportWindow(out.view(B, Ha, Wa, len(qs), h, w), top, left, (Hb, Wb)))
+        pyramid.append(SupportWindow(out.view(B, Ha, Wa, h, w, len(qs)), top, left, (Hb, Wb)))
     return pyramid
 
 
 def _correlate_all(out, qs, ss, mask, eps) -> None:
     """Every window position of every item at once: one batched product per layer, masked-out positions
-    zeroed by the mask itself (their correlation is then exactly 0). out: (B, Ha*Wa, L, h*w)."""
+    zeroed by the mask itself (their correlation is then exactly 0). out: (B, Ha*Wa, h*w, L)."""
     m = None if mask is None else mask.unsqueeze(1)  # (B, 1, h*w)
-    for l, (q, s) in enumerate(zip(qs, ss)):
+    layers = []
+    for q, s in zip(qs, ss):
         s = s.flatten(2)  # (B, C, h*w)
         sn = unit_norm(s if m is None else s * m.to(s.dtype), 1, eps).to(out.dtype)  # Eq. (1), then normalized
-        dst = out[:, :, l]  # (B, Ha*Wa, h*w), a strided view
-        torch.bmm(q.flatten(2).transpose(1, 2), sn, out=dst).clamp_(min=0)  # (B, Ha*Wa, C) @ (B, C, h*w)
+        layers.append(torch.bmm(q.flatten(2).transpose(1, 2), sn).clamp_(min=0))  # (B, Ha*Wa, C) @ (B, C, h*w)
+    torch.stack(layers, dim=-1, out=out)
 
 
 def _correlate_kept(out, qs, ss, mask, eps) -> None:
     """Item by item, only the window positions inside the item's mask (large levels: the saved products
-    outweigh the per-item loop). out: (B, Ha*Wa, L, h*w)."""
+    outweigh the per-item loop). out: (B, Ha*Wa, h*w, L)."""
     for b in range(out.shape[0]):
         keep = _kept_columns(mask[b])
-        if keep is not None:
-            out[b].zero_()  # masked-out support features correlate to exactly 0 (a memset beats a scatter)
-        for l, (q, s) in enumerate(zip(qs, ss)):
+        if keep is not None and keep.numel() == 0:
+            out[b].zero_()  # an empty mask: every correlation is 0
+            continue
+        layers = []
+        for q, s in zip(qs, ss):
             s = s[b].flatten(1)  # (C, h*w)
             s, m = (s, mask[b]) if keep is None else (s[:, keep], mask[b, keep])  # (C, n_kept)
             sn = unit_norm(s * m.to(s.dtype), 0, eps).to(out.dtype)  # Eq. (1), then normalized
-            dst = out[b, :, l]  # (Ha*Wa, h*w), a strided view
-            units = q[b].flatten(1).t()  # (Ha*Wa, C)
-            if keep is None:
-                torch.mm(units, sn, out=dst).clamp_(min=0)
-            elif keep.numel():
-                dst.index_copy_(1, keep, torch.mm(units, sn).clamp_(min=0))
+            layers.append(torch.mm(q[b].flatten(1).t(), sn).clamp_(min=0))  # (Ha*Wa, C) @ (C, n_kept)
+        if keep is None:
+            torch.stack(layers, dim=-1, out=out[b])  # (Ha*Wa, h*w, L)
+        else:
+            out[b].zero_()  # masked-out support features correlate to exactly 0 (a memset beats a scatter)
+            out[b].index_copy_(1, keep, torch.stack(layers, dim=-1))  # (Ha*Wa, n_kept, L) into the kept columns
 
 
 def _kept_columns(mask: torch.Tensor) -> torch.Tensor | None:

@@ -1,6 +1,6 @@
 """GroupNorm + ReLU of the 4D learner (Sec. 3.2: each block is a 4D convolution, group normalization
-and ReLU; 4 groups, as in the official code) in the fast path's query-major layout
-``(B, Ha, Wa, C, Hb, Wb)``, with its own backward pass.
+and ReLU; 4 groups, as in the official code) in the fast path's query-major, channels-last layout
+``(B, Ha, Wa, Hb, Wb, C)``, with its own backward pass.
 
 Same function as ``relu(nn.GroupNorm(G, C)(x))`` on the channel-major tensor (tests:
 ``tests/test_fast_layers.py``, ``tests/test_fast_backward.py``); statistics per
@@ -24,16 +24,18 @@ import torch.nn as nn
 
 
 def group_stats(x: torch.Tensor, groups: int, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and 1/sqrt(var + eps) per (item, group) of a query-major (B, Ha, Wa, C, Hb, Wb): -> (B, G), (B, G),
+    """Mean and 1/sqrt(var + eps) per (item, group) of a query-major (B, Ha, Wa, Hb, Wb, C): -> (B, G), (B, G),
     in float32 (float64 for a float64 x)."""
-    B, Ha, Wa, C, Hb, Wb = x.shape
+    B, Ha, Wa, Hb, Wb, C = x.shape
     acc = torch.promote_types(x.dtype, torch.float32)
     K = (C // groups) * Hb * Wb
-    parts = x.view(B, Ha * Wa, groups, K)  # (B, Ha*Wa, G, C/G*Hb*Wb)
-    # Sums over the contiguous last dim per (query position, group) in `acc`, combined over the
-    # positions in float64 (Chan et al.'s parallel variance): two cheap reductions, no large temporary.
-    s1 = parts.sum(dim=3, dtype=acc)  # (B, Ha*Wa, G)
-    s2 = torch.linalg.vector_norm(parts, dim=3, dtype=acc).square()
+    parts = x.view(B, Ha * Wa, Hb * Wb, groups, C // groups)  # per query position and group: K elements
+    # Sums per part in `acc` (each part: the group's K = C/G*Hb*Wb elements at one query position),
+    # combined over the parts in float64 (Chan et al.'s parallel variance): two cheap reductions, no
+    # large temporary. The first sums over the support positions with the channels innermost (an
+    # outer reduction, vectorized over them) before the groups.
+    s1 = parts.sum(dim=2, dtype=acc).sum(dim=3)  # (B, Ha*Wa, G)
+    s2 = torch.linalg.vector_norm(parts, dim=(2, 4), dtype=acc).square()  # (B, Ha*Wa, G)
     mean_k = s1.double() / K
     m2_k = (s2.double() - s1.double() * mean_k).clamp(min=0)  # sum of squared deviations per part
     mean = mean_k.mean(dim=1)  # (B, G)
@@ -42,13 +44,11 @@ def group_stats(x: torch.Tensor, groups: int, eps: float) -> tuple[torch.Tensor,
 
 
 def channel_sums(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Σ over every axis but (item, channel) of a query-major (B, Ha, Wa, C, Hb, Wb): -> (B, C) in ``dtype``.
+    """Σ over every axis but (item, channel) of a query-major (B, Ha, Wa, Hb, Wb, C): -> (B, C) in ``dtype``.
 
-    First over the query positions with the contiguous (C, Hb, Wb) block innermost (a vectorized
-    outer reduction; summing over axes (1, 2, 4, 5) at once is several times slower on small grids).
+    One outer reduction over all positions, vectorized over the contiguous channels.
     """
-    B, Ha, Wa, C, Hb, Wb = t.shape
-    return t.reshape(B, Ha * Wa, C * Hb * Wb).sum(dim=1, dtype=dtype).view(B, C, Hb * Wb).sum(dim=2)
+    return t.reshape(t.shape[0], -1, t.shape[-1]).sum(dim=1, dtype=dtype)
 
 
 def _affine(mean, rstd, weight, bias, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -63,7 +63,7 @@ def _affine(mean, rstd, weight, bias, channels: int) -> tuple[torch.Tensor, torc
 
 def _normalize_relu(x, scale, shift) -> torch.Tensor:
     """relu(x * scale + shift), scale and shift per (item, channel) of a query-major x."""
-    shape = (x.shape[0], 1, 1, x.shape[3], 1, 1)
+    shape = (x.shape[0], 1, 1, 1, 1, x.shape[-1])
     y = torch.addcmul(shift.view(shape).to(x.dtype), x, scale.view(shape).to(x.dtype))
     return y.clamp_(min=0)
 
@@ -75,7 +75,7 @@ class GroupNormReLU(torch.autograd.Function):
     def forward(ctx, x, weight, bias, groups: int, eps: float):
         x = x.contiguous()
         mean, rstd = group_stats(x, groups, eps)
-        y = _normalize_relu(x, *_affine(mean, rstd, weight, bias, x.shape[3]))
+        y = _normalize_relu(x, *_affine(mean, rstd, weight, bias, x.shape[-1]))
         ctx.groups = groups
         ctx.save_for_backward(x, y, weight, mean, rstd)
         return y
@@ -83,9 +83,9 @@ class GroupNormReLU(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y):
         x, y, weight, mean, rstd = ctx.saved_tensors
-        B, Ha, Wa, C, Hb, Wb = x.shape
+        B, Ha, Wa, Hb, Wb, C = x.shape
         G = ctx.groups
-        shape = (B, 1, 1, C, 1, 1)
+        shape = (B, 1, 1, 1, 1, C)
         g = torch.where(y > 0, grad_y, 0)  # ĝ: the gradient before the ReLU
         out = g * x  # reused below as the input gradient's buffer
         acc = mean.dtype  # float32, or float64 for a float64 x
@@ -112,7 +112,7 @@ def needs_grad(tensors) -> bool:
 
 
 def group_norm_relu_qm(norm: nn.GroupNorm, x: torch.Tensor, own_backward: bool = True) -> torch.Tensor:
-    """nn.GroupNorm followed by ReLU on a query-major tensor (B, Ha, Wa, C, Hb, Wb).
+    """nn.GroupNorm followed by ReLU on a query-major tensor (B, Ha, Wa, Hb, Wb, C).
 
     With gradients: :class:`GroupNormReLU` (``own_backward=False``: autograd through the forward).
     Without: the same forward, no tensor kept.
@@ -121,4 +121,4 @@ def group_norm_relu_qm(norm: nn.GroupNorm, x: torch.Tensor, own_backward: bool =
     if own_backward and needs_grad((x, weight)):
         return GroupNormReLU.apply(x, weight, bias, norm.num_groups, norm.eps)
     mean, rstd = group_stats(x.contiguous(), norm.num_groups, norm.eps)
-    return _normalize_relu(x, *_affine(mean, rstd, weight, bias, x.shape[3]))
+    return _normalize_relu(x, *_affine(mean, rstd, weight, bias, x.shape[-1]))

@@ -1,13 +1,13 @@
-"""The 4D learner's steps in the fast path's query-major layout ``(B, Ha, Wa, C, Hb, Wb)``.
+"""The 4D learner's steps in the fast path's query-major, channels-last layout ``(B, Ha, Wa, Hb, Wb, C)``.
 
 :class:`hsnetlib.model.HPNLearner` states the order of the steps (squeeze every level, mix coarse
 to fine, average over the support dims, decode); :class:`QueryMajor` says how each step runs here,
 on the same modules and parameters. Equal to :class:`hsnetlib.model.ChannelMajor` up to float
 rounding (tests: ``tests/test_fast_layers.py``).
 
-- A center-pivot layer reads ``(B*Ha*Wa, C, Hb, Wb)`` as a free view for its support-dim branch and
-  copies only the kept support positions for its query-dim branch (:mod:`.center_pivot`): the
-  reference's permuted copies of the whole tensor are gone.
+- A center-pivot layer reads ``(B*Ha*Wa, C, Hb, Wb)`` as a free channels-last view for its support-dim
+  branch and copies only the kept support positions for its query-dim branch (:mod:`.center_pivot`):
+  the reference's permuted copies of the whole tensor are gone.
 - The first layer of each squeeze block gets a :class:`~.correlation.SupportWindow` and convolves
   only that window.
 - GroupNorm + ReLU run in this layout with a closed-form backward (:mod:`.groupnorm`).
@@ -43,11 +43,11 @@ def block_qm(block: nn.Sequential, x: torch.Tensor | SupportWindow, own_backward
 
 
 def upsample_query_qm(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear resize (align_corners=True) of the query dims of (B, Ha, Wa, C, Hb, Wb)."""
-    B, Ha, Wa, C, Hb, Wb = x.shape
-    image = x.reshape(B, Ha, Wa, C * Hb * Wb).permute(0, 3, 1, 2)  # channels-last view (B, C*Hb*Wb, Ha, Wa)
-    y = F.interpolate(image, size, mode="bilinear", align_corners=True)  # (B, C*Hb*Wb, Ha', Wa')
-    return y.permute(0, 2, 3, 1).reshape(B, *size, C, Hb, Wb)  # (B, Ha', Wa', C, Hb, Wb)
+    """Bilinear resize (align_corners=True) of the query dims of (B, Ha, Wa, Hb, Wb, C)."""
+    B, Ha, Wa, Hb, Wb, C = x.shape
+    image = x.reshape(B, Ha, Wa, Hb * Wb * C).permute(0, 3, 1, 2)  # channels-last view (B, Hb*Wb*C, Ha, Wa)
+    y = F.interpolate(image, size, mode="bilinear", align_corners=True)  # (B, Hb*Wb*C, Ha', Wa')
+    return y.permute(0, 2, 3, 1).reshape(B, *size, Hb, Wb, C)  # (B, Ha', Wa', Hb, Wb, C)
 
 
 class QueryMajor:
@@ -66,5 +66,5 @@ class QueryMajor:
 
     @staticmethod
     def support_mean(x: torch.Tensor) -> torch.Tensor:
-        B, Ha, Wa, C = x.shape[:4]
-        return x.reshape(B, Ha, Wa, C, -1).mean(dim=-1).permute(0, 3, 1, 2)  # (B, C, Ha, Wa), channels-last
+        B, Ha, Wa, C = *x.shape[:3], x.shape[-1]
+        return x.reshape(B, Ha, Wa, -1, C).mean(dim=3).permute(0, 3, 1, 2)  # (B, C, Ha, Wa), channels-last
