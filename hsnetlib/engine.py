@@ -46,6 +46,7 @@ from .evaluation import evaluate, resolve_device
 from .metrics import IoUMeter, intersection_union
 from .model import HSNet
 from .run_folder import RunLock, best_checkpoint, prepare_run_folder
+from .threads import cpu_threads
 from .train_config import TrainConfig
 
 # Progress events of a run (one INFO record each: every optimizer step, validation, checkpoint); silent
@@ -385,10 +386,11 @@ def train(config: TrainConfig) -> TrainResult:
         if run.rank == 0:
             write_text_atomic(logdir / "config.json", json.dumps(config.as_dict(), indent=2))
             writer = _tensorboard(logdir)
-        for epoch in range(run.start_epoch, config.epochs):
-            _epoch(run, net, epoch, writer)
-            if run.world > 1:
-                dist.barrier()
+        with cpu_threads(device):  # no more threads than idle cores (hsnetlib.threads)
+            for epoch in range(run.start_epoch, config.epochs):
+                _epoch(run, net, epoch, writer)
+                if run.world > 1:
+                    dist.barrier()
         if writer is not None:
             writer.close()
     finally:

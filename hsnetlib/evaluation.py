@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 
 from .errors import HSNetError
 from .metrics import IoUMeter, intersection_union
+from .threads import cpu_threads
 
 PRECISIONS = ("fp32", "bf16")  # bf16: bfloat16 autocast
 
@@ -108,18 +109,19 @@ def evaluate(
     meter = IoUMeter(dataset.class_ids)
     bar = tqdm(loader, desc=desc or f"{dataset.benchmark} fold {dataset.fold} {shot}-shot", disable=not progress)
     amp = torch.autocast(device.type, torch.bfloat16) if precision == "bf16" else nullcontext()
-    for batch in bar:
-        gt = batch["query_mask"].to(device)
-        with amp:
-            pred = model.predict(
-                batch["query_img"].to(device),
-                batch["support_imgs"].to(device),
-                batch["support_masks"].to(device),
-                size=tuple(gt.shape[-2:]),
-            )
-        inter, union = intersection_union(pred, gt, batch["query_ignore_idx"].to(device))
-        meter.update(inter, union, batch["class_id"])
-        bar.set_postfix(miou=f"{meter.miou():.1f}")
+    with cpu_threads(device):  # no more threads than idle cores (hsnetlib.threads)
+        for batch in bar:
+            gt = batch["query_mask"].to(device)
+            with amp:
+                pred = model.predict(
+                    batch["query_img"].to(device),
+                    batch["support_imgs"].to(device),
+                    batch["support_masks"].to(device),
+                    size=tuple(gt.shape[-2:]),
+                )
+            inter, union = intersection_union(pred, gt, batch["query_ignore_idx"].to(device))
+            meter.update(inter, union, batch["class_id"])
+            bar.set_postfix(miou=f"{meter.miou():.1f}")
     return EvalResult(
         dataset.benchmark, dataset.fold, shot, meter.miou(), meter.fb_iou(), meter.episodes, meter.class_iou()
     )
