@@ -16,8 +16,6 @@ under DistributedDataParallel (NCCL on CUDA, gloo on CPU); rank 0 validates and 
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import math
@@ -45,7 +43,7 @@ from .errors import HSNetError
 from .evaluation import evaluate, resolve_device
 from .metrics import IoUMeter, intersection_union
 from .model import HSNet
-from .run_folder import RunLock, best_checkpoint, prepare_run_folder
+from .run_folder import RunLock, best_checkpoint, log_epoch, prepare_run_folder, tensorboard_writer, write_metrics
 from .threads import cpu_threads
 from .train_config import TrainConfig
 
@@ -200,23 +198,6 @@ def _init_distributed(device: torch.device) -> bool:
     return True
 
 
-def _write_metrics(path: Path, rows: list[dict]) -> None:
-    """metrics.csv rewritten whole (atomically) from the rows that the checkpoint also holds."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text_atomic(path, buf.getvalue())
-
-
-def _tensorboard(logdir: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is optional
-        return None
-    return SummaryWriter(str(logdir / "tensorboard"))
-
-
 def make_optimizer(model: HSNet, config: TrainConfig, device: torch.device):
     """Adam over the learner's parameters (the paper's recipe: lr ``config.lr``) and, for fp16 AMP, a GradScaler."""
     optimizer = torch.optim.Adam(model.hpn_learner.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -274,15 +255,6 @@ def _checkpoint(config, model, optimizer, scheduler, scaler, epoch, best_miou, b
     }
 
 
-def _log_epoch(logdir: Path, rows: list[dict], writer) -> None:
-    """metrics.csv (atomically, from all rows) and the last row's TensorBoard scalars."""
-    _write_metrics(logdir / "metrics.csv", rows)
-    if writer is not None and rows:
-        for key, value in rows[-1].items():
-            if key != "epoch" and value == value:  # skip NaN
-                writer.add_scalar(key, value, rows[-1]["epoch"])
-
-
 @dataclass
 class _Run:
     """The state of a run between epochs."""
@@ -314,7 +286,7 @@ def _start(config: TrainConfig, device) -> _Run:
         restored = _restore(ckpt, logdir / "last.pt", run.model, run.optimizer, run.scheduler, run.scaler)
         run.start_epoch, run.best_miou, run.best_epoch, run.rows = restored
         if rank == 0 and run.rows:  # a crash after last.pt but before metrics.csv: the rows come from last.pt
-            _write_metrics(logdir / "metrics.csv", run.rows)
+            write_metrics(logdir / "metrics.csv", run.rows)
     elif config.recalibrate_bn:  # identical on every rank: same seeded batches
         recalibrate_random_backbone(run.model, run.train_set, config, device)
     return run
@@ -361,7 +333,7 @@ def _epoch(run: _Run, net, epoch: int, writer) -> None:
         save_atomic(ckpt, logdir / "last.pt")
         log.info("epoch %d: last.pt saved", epoch)
         run.rows.append(row)
-        _log_epoch(logdir, run.rows, writer)
+        log_epoch(logdir, run.rows, writer)
         log.info("epoch %d: metrics.csv written", epoch)
 
 
@@ -385,7 +357,7 @@ def train(config: TrainConfig) -> TrainResult:
         writer = None
         if run.rank == 0:
             write_text_atomic(logdir / "config.json", json.dumps(config.as_dict(), indent=2))
-            writer = _tensorboard(logdir)
+            writer = tensorboard_writer(logdir)
         with cpu_threads(device):  # no more threads than idle cores (hsnetlib.threads)
             for epoch in range(run.start_epoch, config.epochs):
                 _epoch(run, net, epoch, writer)

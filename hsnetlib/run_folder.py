@@ -15,13 +15,15 @@ Nothing in it is lost or mixed by accident:
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import re
 import shutil
 from pathlib import Path
 
 from .backbone import backbone_reference
-from .checkpoint import load_checkpoint_file, with_backbone
+from .checkpoint import load_checkpoint_file, with_backbone, write_text_atomic
 from .errors import HSNetError
 from .train_config import RESUMABLE, TrainConfig
 
@@ -166,3 +168,30 @@ def load_best(model, logdir) -> None:
     """Load ``logdir/best.pt`` into ``model`` (the run's own model, its backbone already built)."""
     saved = load_checkpoint_file(Path(logdir) / "best.pt")
     model.load_state_dict(with_backbone(saved, saved["model"], model))
+
+
+def write_metrics(path: Path, rows: list[dict]) -> None:
+    """metrics.csv rewritten whole (atomically) from the rows that the checkpoint also holds."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(path, buf.getvalue())
+
+
+def tensorboard_writer(logdir: Path):
+    """A TensorBoard writer into ``logdir/tensorboard``, or None when tensorboard is not installed."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional
+        return None
+    return SummaryWriter(str(logdir / "tensorboard"))
+
+
+def log_epoch(logdir: Path, rows: list[dict], writer) -> None:
+    """metrics.csv (atomically, from all rows) and the last row's TensorBoard scalars."""
+    write_metrics(logdir / "metrics.csv", rows)
+    if writer is not None and rows:
+        for key, value in rows[-1].items():
+            if key != "epoch" and value == value:  # skip NaN
+                writer.add_scalar(key, value, rows[-1]["epoch"])

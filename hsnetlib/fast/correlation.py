@@ -121,9 +121,10 @@ def _correlate_kept(out, qs, ss, mask, eps) -> None:
     outweigh the per-item loop). out: (B, Ha*Wa, h*w, L)."""
     for b in range(out.shape[0]):
         keep = _kept_columns(mask[b])
-        if keep is not None and keep.numel() == 0:
-            out[b].zero_()  # an empty mask: every correlation is 0
-            continue
+        if keep is not None:
+            out[b].zero_()  # masked-out support features correlate to exactly 0 (a memset beats a scatter)
+            if keep.numel() == 0:
+                continue
         layers = []
         for q, s in zip(qs, ss):
             s = s[b].flatten(1)  # (C, h*w)
@@ -133,7 +134,6 @@ def _correlate_kept(out, qs, ss, mask, eps) -> None:
         if keep is None:
             torch.stack(layers, dim=-1, out=out[b])  # (Ha*Wa, h*w, L)
         else:
-            out[b].zero_()  # masked-out support features correlate to exactly 0 (a memset beats a scatter)
             out[b].index_copy_(1, keep, torch.stack(layers, dim=-1))  # (Ha*Wa, n_kept, L) into the kept columns
 
 
