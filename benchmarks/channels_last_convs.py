@@ -9,28 +9,18 @@ second (16 channels on 13x13; input and weight gradients). Median ms of 5 calls.
 Results: benchmarks/RESULTS.md.
 """
 
-import time
 from functools import partial
 
 import torch
 import torch.nn.functional as F
 
+from hsnetlib.bench.timing import time_paths
 from hsnetlib.fast.ops import conv_backward
 
 CASES = (  # (images, channels, grid, out channels, kernel, stride, padding, input gradient)
     (5000, 4, 50, 16, 5, 4, 2, False),
     (5000, 16, 13, 64, 5, 4, 2, True),
 )
-
-
-def median_ms(fn, repeats: int = 5) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1000 * sorted(times)[repeats // 2]
 
 
 def main() -> None:
@@ -41,8 +31,9 @@ def main() -> None:
         for layout in (torch.contiguous_format, torch.channels_last):
             x = torch.randn(n, c, hw, hw).contiguous(memory_format=layout)
             g = torch.randn(n, o, out_hw, out_hw).contiguous(memory_format=layout)
-            fwd = median_ms(partial(F.conv2d, x, w, None, s, p))
-            bwd = median_ms(partial(conv_backward, g, x, w, (s, s), (p, p), need_input))
+            paths = {"forward": partial(F.conv2d, x, w, None, s, p)}
+            paths["backward"] = partial(conv_backward, g, x, w, (s, s), (p, p), need_input)
+            fwd, bwd = (1000 * t for t in time_paths(paths, 5).values())
             name = "channels-last" if layout == torch.channels_last else "channel-major"
             print(f"({n}, {c}, {hw}, {hw}) -> {o}, k{k} s{s}, {name}: forward {fwd:.0f} ms, backward {bwd:.0f} ms")
 

@@ -4,7 +4,7 @@ PyTorch runs ``torch.get_num_threads()`` threads (one per core by default) and e
 for all of them. When another process keeps a core busy, the thread on that core runs only in the
 time slices the scheduler leaves it, and each of the thousands of small operators of a step waits
 for it: on a 2-core machine beside one CPU-bound process, a toy training step took 430-633 ms on
-two threads and 221-228 ms on one (158-196 ms on two threads when the machine is idle;
+two threads and 221-268 ms on one (158-196 ms on two threads when the machine is idle;
 ``benchmarks/busy_neighbour.py``, benchmarks/RESULTS.md).
 
 So :func:`hsnetlib.engine.train` and :func:`hsnetlib.evaluation.evaluate` on CPU look, when they

@@ -10,8 +10,8 @@ tensors kept ``(B, Ha, Wa, Hb, Wb, C)`` (tests: ``tests/test_fast_layers.py``, `
 - conv1 (query dims) copies only the kept support positions (1/s^2 of the input), channels-last
   too; its output is added in place into conv2's.
 - Channels innermost is what oneDNN's convolutions want on these shapes (a few channels over many
-  small grids): at 400 px the first squeeze layer's weight gradient ran 197 -> 16 ms, the second
-  layer's forward 72 -> 25 ms against channel-major ``(N, C, Hb, Wb)``
+  small grids): at 400 px the first squeeze layer's weight gradient ran 172-197 -> 16-18 ms, the
+  second layer's forward 63-72 -> 16-25 ms against channel-major ``(N, C, Hb, Wb)``
   (``benchmarks/channels_last_convs.py``, benchmarks/RESULTS.md).
 - The first layer of a squeeze block may get a :class:`~hsnetlib.fast.correlation.SupportWindow`: the
   hypercorrelation is zero outside the mask's window, so both branches there give their biases
