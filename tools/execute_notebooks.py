@@ -111,7 +111,7 @@ def run_once(path: Path, timeout: int, stall: int) -> bool:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("notebooks", nargs="+", type=Path)
-    parser.add_argument("--timeout", type=int, default=1800, help="seconds per cell")
+    parser.add_argument("--timeout", type=int, default=7200, help="seconds per cell (a hang guard)")
     parser.add_argument("--stall", type=int, default=90, help="retry after this many idle seconds")
     parser.add_argument("--tries", type=int, default=3)
     args = parser.parse_args()
